@@ -1,0 +1,220 @@
+"""The one dataset contract every loader (toy and real) fills.
+
+A dataset is a :class:`DatasetInfo` (class names, which are background, ignore value, palette)
+plus a list of :class:`Sample` index entries (paths + tags). :class:`SegmentationDataset` turns
+those into tensors; real-dataset modules (``voc``, ``cityscapes``, ``camvid``,
+``youtube_objects``) and the toy generators only build the index, so one loader path serves all.
+
+Sample dict returned by :class:`SegmentationDataset` (``__getitem__``)::
+
+    image  float32 (3, H, W) RGB in [0, 1]   (models normalise internally; CRFs want raw pixels)
+    label  int64   (H, W) class indices, 255 = ignore; all 255 when the sample has no GT
+    tags   float32 (C,) multi-hot over ``info.classes`` (C = len(classes), background ones included)
+    index  int, id str, clip str ('' for still images), frame int (-1 for still images)
+
+Paper 1 (one background class) uses ``tags[:, info.foreground]``; paper 2 uses all of ``tags``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import CorruptFileError, InvalidInputError, UnsafePathError
+from ..imageio import read_image, read_label
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class DatasetInfo:
+    """Static description of a dataset's label space.
+
+    ``classes``: names, index = label value. ``background``: indices of background classes
+    (``[0]`` for VOC-like data; road/sky/building... for street scenes).
+    """
+
+    name: str
+    classes: list[str]
+    background: list[int]
+    ignore_index: int = IGNORE_INDEX
+    palette: np.ndarray | None = None
+    moving: list[int] = field(default_factory=list)  # foreground classes that move on their own (video)
+    # Optional look-up table applied to stored label values at load: ``uint8/int (256,)``, stored value
+    # v -> class index ``label_map[v]`` (255 = ignore). Used where files hold another id space
+    # (Cityscapes labelIds -> trainIds, CamVid void 11 -> 255). None: values are class indices already.
+    label_map: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def foreground(self) -> list[int]:
+        return [i for i in range(len(self.classes)) if i not in set(self.background)]
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "classes": self.classes, "background": self.background,
+               "ignore_index": self.ignore_index, "moving": self.moving}
+        if self.label_map is not None:
+            out["label_map"] = [int(v) for v in np.asarray(self.label_map).reshape(-1)]
+        return out
+
+
+@dataclass
+class Sample:
+    """One index entry. ``tags`` are class indices present (None: derive from the label map)."""
+
+    id: str
+    image: Path
+    label: Path | None = None
+    tags: list[int] | None = None
+    clip: str = ""
+    frame: int = -1
+
+
+def safe_join(root: str | os.PathLike, rel: str) -> Path:
+    """Join a list-file entry to ``root``, refusing absolute paths and ``..`` escapes."""
+    root = Path(root).resolve()
+    rel = str(rel).strip()
+    if not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")):
+        raise UnsafePathError(f"list entry {rel!r} must be a relative path inside {root}")
+    p = (root / rel).resolve()
+    if p != root and root not in p.parents:
+        raise UnsafePathError(f"list entry {rel!r} escapes the dataset root {root}")
+    return p
+
+
+def read_list_file(path: str | os.PathLike) -> list[str]:
+    """Non-empty, stripped lines of a split/list file."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        return [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def read_tags_json(path: str | os.PathLike, classes: Sequence[str]) -> dict[str, list[int]]:
+    """``tags.json``: ``{sample_id: [class_name, ...]}`` -> ``{sample_id: [class_index, ...]}``."""
+    path = Path(path)
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CorruptFileError(f"cannot read tags file {path}: {exc}") from exc
+    index = {c: i for i, c in enumerate(classes)}
+    out = {}
+    for sid, names in raw.items():
+        bad = [n for n in names if n not in index]
+        if bad:
+            raise CorruptFileError(f"tags file {path}: sample {sid!r} has unknown classes {bad}; known: {list(classes)}")
+        out[sid] = sorted(index[n] for n in names)
+    return out
+
+
+def tags_from_label(label: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> list[int]:
+    """Class indices present in a label map (ignore value left out)."""
+    vals = np.unique(label)
+    return [int(v) for v in vals if v != ignore_index and 0 <= v < num_classes]
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Images + label maps + tags, as tensors (see module docstring for the sample dict).
+
+    Parameters
+    ----------
+    info, samples: the dataset description and index.
+    size: ``None`` keeps the stored size; ``(H, W)`` resizes (bilinear image, nearest label).
+    transform: optional callable ``(image uint8 HxWx3, label HxW) -> (image, label)`` (numpy),
+        applied before resizing (augmentation).
+    on_error: ``"raise"`` (default) stops on a corrupt file with a message naming it;
+        ``"skip"`` returns the next readable sample instead and records the file in
+        ``self.skipped`` (reported, never silent).
+    """
+
+    def __init__(self, info: DatasetInfo, samples: Sequence[Sample], size: tuple[int, int] | None = None,
+                 transform: Callable | None = None, on_error: str = "raise"):
+        if on_error not in ("raise", "skip"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if len(samples) == 0:
+            raise InvalidInputError(f"dataset {info.name!r} has no samples")
+        self.info = info
+        self.samples = list(samples)
+        self.size = tuple(size) if size is not None else None
+        self.transform = transform
+        self.on_error = on_error
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Raw ``(image uint8 (H, W, 3), label (H, W), tags)`` for one sample, validated."""
+        s = self.samples[index]
+        img = read_image(s.image)
+        if s.label is not None:
+            lab = read_label(s.label)
+            if self.info.label_map is not None:
+                lut = np.asarray(self.info.label_map)
+                if lab.size and int(lab.max()) >= len(lut):
+                    raise CorruptFileError(
+                        f"label {s.label} has value {int(lab.max())} beyond the {len(lut)}-entry label map of "
+                        f"dataset {self.info.name!r}"
+                    )
+                lab = lut[lab]
+            if lab.shape != img.shape[:2]:
+                raise CorruptFileError(
+                    f"label {s.label} is {lab.shape[1]}x{lab.shape[0]} but its image {s.image} is "
+                    f"{img.shape[1]}x{img.shape[0]}"
+                )
+            bad = (lab != self.info.ignore_index) & ((lab < 0) | (lab >= self.info.num_classes))
+            if bad.any():
+                vals = np.unique(lab[bad])[:8].tolist()
+                raise CorruptFileError(
+                    f"label {s.label} has values {vals} outside [0, {self.info.num_classes}) that are not the "
+                    f"ignore value {self.info.ignore_index}"
+                )
+            lab = lab.astype(np.int64)
+        else:
+            lab = np.full(img.shape[:2], self.info.ignore_index, dtype=np.int64)
+        tags = s.tags if s.tags is not None else tags_from_label(lab, self.info.num_classes, self.info.ignore_index)
+        return img, lab, tags
+
+    def __getitem__(self, index: int) -> dict:
+        tries = 0
+        while True:
+            try:
+                img, lab, tags = self.load_arrays(index)
+                break
+            except CorruptFileError as exc:
+                if self.on_error == "raise" or tries >= len(self.samples):
+                    raise
+                self.skipped.append(str(exc))
+                index = (index + 1) % len(self.samples)
+                tries += 1
+        if self.transform is not None:
+            img, lab = self.transform(img, lab)
+        image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        label = torch.from_numpy(np.ascontiguousarray(lab)).long()
+        if self.size is not None and tuple(image.shape[1:]) != self.size:
+            image = torch.nn.functional.interpolate(image[None], size=self.size, mode="bilinear",
+                                                    align_corners=False)[0].clamp_(0, 1)
+            label = torch.nn.functional.interpolate(label[None, None].float(), size=self.size,
+                                                    mode="nearest")[0, 0].long()
+        t = torch.zeros(self.info.num_classes, dtype=torch.float32)
+        if tags:
+            t[torch.as_tensor(tags, dtype=torch.long)] = 1.0
+        s = self.samples[index]
+        return {"image": image, "label": label, "tags": t, "index": index, "id": s.id,
+                "clip": s.clip, "frame": s.frame}
+
+
+def to_uint8_image(image: torch.Tensor) -> np.ndarray:
+    """``float (3, H, W)`` in [0, 1] -> ``uint8 (H, W, 3)`` C-contiguous (for CRFs and plots)."""
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise InvalidInputError(f"expected (3, H, W), got {tuple(image.shape)}")
+    arr = (image.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,100 @@
+"""How notebooks report metrics to ``wsss run`` (and to CI).
+
+A notebook calls :func:`record` with a flat-ish dict of numbers; it lands in
+``<output_dir>/metrics/<notebook>.json``. The runner merges those files into ``results.json``
+and ``results.md``; tests read them back and assert on the values (never on "it ran").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write_bytes
+
+
+def output_dir(path: str | os.PathLike | None = None) -> Path:
+    """The run's output folder: ``path``, else env ``WSSS_OUTPUT_DIR``, else ``./runs/latest``."""
+    p = Path(path or os.environ.get("WSSS_OUTPUT_DIR") or Path.cwd() / "runs" / "latest")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _plain(x: Any) -> Any:
+    """Convert numpy/torch scalars and arrays to JSON-safe plain values (NaN -> None)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "tolist"):
+        return _plain(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (bool, int, float, str)) or x is None:
+        return x
+    return str(x)
+
+
+def record(notebook: str, metrics: dict, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``metrics`` for ``notebook`` (e.g. ``"02_fgbg_masks"``) atomically; returns the path.
+
+    Calling it again for the same notebook merges the new keys into the existing file.
+    """
+    d = output_dir(out_dir) / "metrics"
+    path = d / f"{notebook}.json"
+    data = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    data.update(_plain(metrics))
+    atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True).encode())
+    print(f"[wsss] recorded {len(metrics)} metric(s) for {notebook} -> {path}")
+    return path
+
+
+def load_metrics(out_dir: str | os.PathLike) -> dict[str, dict]:
+    """All recorded metrics of a run: ``{notebook: {...}}``."""
+    d = Path(out_dir) / "metrics"
+    out = {}
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            out[p.stem] = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            out[p.stem] = {"error": f"unreadable metrics file {p.name}"}
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def results_markdown(results: dict[str, dict], status: dict[str, dict] | None = None) -> str:
+    """A markdown table per notebook: metric | value (status line first when given)."""
+    lines = ["# Results", ""]
+    for nb in sorted(set(results) | set(status or {})):
+        lines.append(f"## {nb}")
+        if status and nb in status:
+            st = status[nb]
+            lines.append(f"status: **{st.get('status')}**, {st.get('seconds', 0):.1f} s"
+                         + (f" — {st['error']}" if st.get("error") else ""))
+        lines += ["", "| metric | value |", "| --- | --- |"]
+        for k, v in _flatten(results.get(nb, {})).items():
+            if isinstance(v, float):
+                v = f"{v:.4f}"
+            elif isinstance(v, list):
+                v = ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in v[:12])
+            lines.append(f"| {k} | {v} |")
+        lines.append("")
+    return "\n".join(lines)
