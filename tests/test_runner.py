@@ -1,0 +1,90 @@
+"""The papermill runner on tiny throw-away notebooks: order, parameters, failures, results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from wsss_lib.errors import InvalidInputError, WsssError
+from wsss_lib.runner import discover_notebooks, parse_value, run_notebooks
+
+
+def _nb(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("quick = False\nseed = 0\ndevice = 'auto'\noutput_dir = None\nx = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+RECORD = ("from wsss_lib.results import record\n"
+          "record('{name}', {{'x': x, 'quick': quick, 'seed': seed}}, output_dir)\n")
+
+
+@pytest.fixture()
+def nbdir(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    _nb(d / "01_first.ipynb", RECORD.format(name="01_first"))
+    _nb(d / "02_fails.ipynb", "raise ValueError('boom in cell')")
+    _nb(d / "03_third.ipynb", RECORD.format(name="03_third"))
+    (d / "_helper.ipynb").write_text("{}")  # not a numbered notebook: ignored
+    return d
+
+
+def test_discover_and_only(nbdir):
+    assert [p.stem for p in discover_notebooks(nbdir)] == ["01_first", "02_fails", "03_third"]
+    assert [p.stem for p in discover_notebooks(nbdir, ["03"])] == ["03_third"]
+    with pytest.raises(WsssError, match="matches no notebook"):
+        discover_notebooks(nbdir, ["99"])
+
+
+def test_keep_going_records_everything(nbdir, tmp_path):
+    out = tmp_path / "out"
+    res = run_notebooks(out, notebooks_dir=nbdir, quick=True, params={"x": 5}, keep_going=True, html=True, seed=3)
+    assert [r.status for r in res.values()] == ["ok", "failed", "ok"]
+    assert "ValueError" in res["02_fails"].error and "boom in cell" in res["02_fails"].error
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"]["01_first"] == {"x": 5, "quick": True, "seed": 3}
+    assert results["status"]["02_fails"]["status"] == "failed"
+    md = (out / "results.md").read_text()
+    assert "01_first" in md and "failed" in md
+    assert (out / "notebooks" / "01_first.ipynb").is_file() and (out / "html" / "03_third.html").is_file()
+
+
+def test_stop_on_failure_keeps_earlier_results(nbdir, tmp_path):
+    out = tmp_path / "out"
+    res = run_notebooks(out, notebooks_dir=nbdir, html=False)
+    assert list(res) == ["01_first", "02_fails"]
+    status = json.loads((out / "status.json").read_text())
+    assert status["01_first"]["status"] == "ok"
+    # re-running one notebook keeps the others' status
+    run_notebooks(out, notebooks_dir=nbdir, only=["03"], html=False)
+    status = json.loads((out / "status.json").read_text())
+    assert set(status) == {"01_first", "02_fails", "03_third"}
+
+
+def test_outputs_never_overwrite_inputs(nbdir):
+    with pytest.raises(InvalidInputError, match="must differ"):
+        run_notebooks(nbdir, notebooks_dir=nbdir)
+
+
+def test_unwritable_output_is_one_clear_cli_error(nbdir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "wsss_lib", "run", "--notebooks", str(nbdir), "--out",
+                           str(blocker / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "not writable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text,value", [("1", 1), ("0.5", 0.5), ("True", True), ("false", False),
+                                        ("None", None), ("abc", "abc"), ("[1, 2]", [1, 2])])
+def test_parse_value(text, value):
+    assert parse_value(text) == value
