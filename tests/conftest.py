@@ -65,3 +65,10 @@ def quick_run(quick_run_dir, quick_status) -> dict:
             return super().__getitem__(name)
 
     return _Metrics(metrics)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the quick notebook run are 'slow' (deselect with -m 'not slow')."""
+    for item in items:
+        if {"quick_run", "quick_run_dir", "quick_status"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

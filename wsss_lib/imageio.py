@@ -49,7 +49,7 @@ def to_rgb_uint8(img: Image.Image) -> np.ndarray:
         rgba = np.asarray(img, dtype=np.float32)
         rgb = rgba[..., :3] * (rgba[..., 3:4] / 255.0)
         return np.ascontiguousarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    return np.array(img.convert("RGB"), dtype=np.uint8, order="C")  # writable copy
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -65,7 +65,7 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     """Read a label map PNG as class indices ``(H, W)``: uint8 for 'P'/'L' images, int64 for 16-bit."""
     img = _open(path)
     if img.mode in ("P", "L"):
-        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+        return np.array(img, dtype=np.uint8, order="C")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         return np.ascontiguousarray(np.asarray(img, dtype=np.int64))
     raise CorruptFileError(
