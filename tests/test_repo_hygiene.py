@@ -43,7 +43,7 @@ def test_environment_yml_matches_pyproject():
     wanted = {_norm(r) for r in proj["dependencies"] + proj["optional-dependencies"]["dev"]}
     env = (REPO / "environment.yml").read_text()
     listed = set()
-    for line in env.splitlines():
+    for line in env.split("dependencies:", 1)[1].splitlines():
         m = re.match(r"^\s*-\s+([A-Za-z0-9_.\-]+)\s*([<>=!].*)?$", line)
         if m and m.group(1) not in ("pip", "python", "-e"):
             listed.add(_norm(m.group(1)))

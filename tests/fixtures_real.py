@@ -1,0 +1,129 @@
+"""Tiny fixture trees in the OFFICIAL layouts of the real datasets (built by tests in tmp_path).
+
+Each builder returns the root and a dict of what it wrote, so tests can check the loaders
+against known ground truth without any download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wsss_lib.imageio import write_image, write_label
+
+
+def _img(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def build_voc(root: Path) -> dict:
+    """``root/VOCdevkit/VOC2012`` with 3 segmentation images (train: a, b; val: c) plus two images
+    (d, e) that only SBD annotates; ``root/benchmark_RELEASE/dataset`` with cls/*.mat for a, c, d, e.
+
+    SBD train = [d, a], SBD val = [e, c] -> train_aug = {a, b, d, e} (c is VOC val).
+    """
+    import scipy.io
+
+    voc = root / "VOCdevkit" / "VOC2012"
+    ids = {"a": "2007_000032", "b": "2007_000033", "c": "2007_000039", "d": "2008_000002", "e": "2008_000003"}
+    h, w = 20, 24
+    labels = {}
+    for k, (key, sid) in enumerate(ids.items()):
+        write_image(voc / "JPEGImages" / f"{sid}.jpg", _img(h, w, k))
+        lab = np.zeros((h, w), np.uint8)
+        lab[2:10, 3:12] = 1 + k           # aeroplane, bicycle, bird, boat, bottle
+        lab[12:18, 14:22] = 15            # person
+        labels[sid] = lab
+    voc_gt = {}
+    for key in ("a", "b", "c"):
+        sid = ids[key]
+        lab = labels[sid].copy()
+        lab[9, 3:12] = 255                # VOC boundary band
+        write_label(voc / "SegmentationClass" / f"{sid}.png", lab)
+        voc_gt[sid] = lab
+    seg = voc / "ImageSets" / "Segmentation"
+    seg.mkdir(parents=True)
+    (seg / "train.txt").write_text(f"{ids['a']}\n{ids['b']}\n")
+    (seg / "val.txt").write_text(f"{ids['c']}\n")
+    (seg / "trainval.txt").write_text(f"{ids['a']}\n{ids['b']}\n{ids['c']}\n")
+    sbd = root / "benchmark_RELEASE" / "dataset"
+    (sbd / "cls").mkdir(parents=True)
+    sbd_gt = {}
+    for key in ("a", "c", "d", "e"):
+        sid = ids[key]
+        lab = labels[sid].copy()
+        if key == "d":
+            lab[0:2, :] = 7               # car, only in SBD's version
+        scipy.io.savemat(str(sbd / "cls" / f"{sid}.mat"), {"GTcls": {
+            "Segmentation": lab, "Boundaries": np.empty((1, 0), dtype=object),
+            "CategoriesPresent": np.unique(lab[lab > 0]).astype(np.uint8)}})
+        sbd_gt[sid] = lab
+    (sbd / "train.txt").write_text(f"{ids['d']}\n{ids['a']}\n")
+    (sbd / "val.txt").write_text(f"{ids['e']}\n{ids['c']}\n")
+    return {"ids": ids, "voc_gt": voc_gt, "sbd_gt": sbd_gt, "voc2012": voc}
+
+
+def build_cityscapes(root: Path) -> dict:
+    """2 images with label ids: train/aachen (road 7, car 26, sky 23, unlabeled 0, license plate -1 -> 255
+    is not storable, so ego vehicle 1), val/frankfurt (sidewalk 8, person 24, bicycle 33)."""
+    h, w = 16, 32
+    out = {}
+    specs = {
+        ("train", "aachen", "aachen_000000_000019"): {7: (slice(8, 16), slice(0, 32)), 23: (slice(0, 4), slice(0, 32)),
+                                                      26: (slice(9, 13), slice(4, 12)), 1: (slice(14, 16), slice(20, 32))},
+        ("val", "frankfurt", "frankfurt_000001_000042"): {8: (slice(8, 16), slice(0, 32)), 24: (slice(2, 8), slice(3, 6)),
+                                                          33: (slice(4, 8), slice(10, 16))},
+    }
+    for k, ((split, city, base), regions) in enumerate(specs.items()):
+        write_image(root / "leftImg8bit" / split / city / f"{base}_leftImg8bit.png", _img(h, w, k))
+        lab = np.zeros((h, w), np.uint8)
+        for lid, (ys, xs) in regions.items():
+            lab[ys, xs] = lid
+        p = root / "gtFine" / split / city / f"{base}_gtFine_labelIds.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(lab, mode="L").save(p)
+        out[base] = lab
+    return out
+
+
+def build_camvid(root: Path) -> dict:
+    """SegNet-style CamVid: train = 2 frames of clip 0001TP, val = 1 frame of Seq05VD, test = 1 of 0016E5."""
+    h, w = 12, 16
+    names = {"train": ["0001TP_006690", "0001TP_006720"], "val": ["Seq05VD_f00000"], "test": ["0016E5_00390"]}
+    out = {}
+    k = 0
+    for split, stems in names.items():
+        for stem in stems:
+            write_image(root / split / f"{stem}.png", _img(h, w, k))
+            lab = np.full((h, w), 3, np.uint8)        # road
+            lab[:3] = 0                                # sky
+            lab[5:8, 2:6] = 8                          # car
+            lab[0, 0] = 11                             # void
+            p = root / f"{split}annot" / f"{stem}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(lab, mode="L").save(p)
+            out[stem] = lab
+            k += 1
+    # the original lists hold the authors' absolute paths: must be ignored
+    (root / "train.txt").write_text("/SegNet/CamVid/train/0001TP_006690.png /SegNet/CamVid/trainannot/0001TP_006690.png\n")
+    return out
+
+
+def build_youtube_objects(root: Path) -> dict:
+    """car/0001 (3 frames, GT on frame 00002 as 0/255 mask) and cat/0007 (2 frames, GT on 00001)."""
+    h, w = 10, 14
+    gts = {}
+    for cls, video, frames, gt_frames in (("car", "0001", 3, ["00002"]), ("cat", "0007", 2, ["00001"])):
+        for f in range(1, frames + 1):
+            write_image(root / cls / "frames" / video / f"{f:05d}.jpg", _img(h, w, f))
+        for g in gt_frames:
+            m = np.zeros((h, w), np.uint8)
+            m[2:6, 3:9] = 255
+            p = root / cls / "gt" / video / f"{g}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(m, mode="L").save(p)
+            gts[f"{cls}/{video}/{g}"] = m
+    (root / "README.txt").write_text("not a class folder\n")
+    return gts
