@@ -1,0 +1,52 @@
+"""wsss_lib.notebook: papermill parameters are validated up front, outputs land where asked."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from wsss_lib.errors import InvalidInputError
+from wsss_lib.notebook import check_types, setup
+from wsss_lib.runner import run_notebooks
+
+
+@pytest.mark.parametrize("kw,msg", [({"quick": "yes"}, "quick='yes' has type str; expected bool"),
+                                    ({"seed": 1.5}, "expected int"), ({"seed": True}, "expected int"),
+                                    ({"device": 0}, "expected str"), ({"data_root": 3}, "expected str or NoneType")])
+def test_wrong_types_are_one_clear_error(kw, msg):
+    with pytest.raises(InvalidInputError, match=msg):
+        check_types(**kw)
+
+
+def test_setup_creates_folders_and_records(tmp_path):
+    ctx = setup("99_test", quick=True, seed=1, device="cpu", output_dir=str(tmp_path / "o"))
+    assert ctx.figures.is_dir() and ctx.checkpoints.is_dir() and ctx.device.type == "cpu"
+    ctx.record({"x": 1.5})
+    data = json.loads((tmp_path / "o" / "metrics" / "99_test.json").read_text())
+    assert data["x"] == 1.5 and data["quick"] is True and data["seed"] == 1 and "seconds" in data
+
+
+def test_unavailable_device_is_clear():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(InvalidInputError, match="CUDA is not available"):
+        setup("99_test", device="cuda")
+
+
+def test_wrong_papermill_parameter_fails_the_notebook_with_the_message(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell("quick = False\nseed = 0\ndevice = 'cpu'\noutput_dir = None")
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(
+        "from wsss_lib.notebook import setup\nctx = setup('01_x', quick=quick, seed=seed, device=device, output_dir=output_dir)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, d / "01_x.ipynb")
+    res = run_notebooks(tmp_path / "out", notebooks_dir=d, params={"seed": "seven"}, html=False)
+    assert res["01_x"].status == "failed"
+    assert "InvalidInputError" in res["01_x"].error and "seed='seven'" in res["01_x"].error
