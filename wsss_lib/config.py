@@ -24,6 +24,67 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": {"n_train": 60, "n_val": 10, "n_test": 10, "frames": 8, "height": 96, "width": 128, "seed": 0},
         "quick": {},
     },
+    # ---- paper 1 (wsss_lib.pipeline_objects, notebooks 01-04) ----
+    "classifier": {
+        # SmallVGG from scratch [ours]; the paper fine-tunes ImageNet VGG-16 [summary]
+        "default": {"backbone": "small_vgg", "widths": [24, 48, 96, 128, 128], "depths": [1, 1, 2, 2, 2],
+                    "pretrained": None, "pooling": "lse", "hidden": 128, "steps": 600, "batch_size": 32,
+                    "lr": 0.001, "optimizer": "adam", "weight_decay": 0.0, "image_size": None},
+        "quick": {"steps": 150},
+    },
+    "masks": {
+        # conv4 + conv5 channel means, summed, min-max to [0, 1] [summary]; alignment/normalisation [ours]
+        "default": {"layers": ["conv4", "conv5"], "weights": None, "aggregate": "mean", "normalize": "minmax",
+                    "align": "largest", "normalize_each": False,
+                    "thresholds": [round(0.05 * i, 2) for i in range(1, 20)]},
+        "quick": {},
+    },
+    "crf": {
+        # CRFParams() values (VAL-chosen for 96 px toy images [ours]); CRFParams.deeplab() = 80/13/10
+        "default": {"gauss_sxy": 3.0, "gauss_compat": 3.0, "bilateral_sxy": 45.0, "bilateral_srgb": 7.0,
+                    "bilateral_compat": 6.0, "iterations": 10, "workers": None},
+        "quick": {},
+    },
+    "seg": {
+        # DeepLab-LargeFOV-style head scaled to 12x12 score maps [ours]; n_* = images used per split
+        "default": {"n_train": None, "n_val": None, "n_test": None, "steps": 300, "batch_size": 16, "lr": 0.001,
+                    "optimizer": "adam", "weight_decay": 0.0, "head_lr_mult": 1.0, "head": "largefov",
+                    "head_width": 128, "dilation": 2, "dropout": 0.5, "pooling": "mean", "tag_pooling": "max",
+                    "rejected": "tags", "compare_poolings": ["max", "lse"], "tau": 0.5},
+        "quick": {"n_train": 400, "n_val": 100, "n_test": 100, "steps": 100, "compare_poolings": []},
+    },
+    # ---- paper 2 (wsss_lib.pipeline_streets, notebooks 05-07) ----
+    "streets_classifier": {
+        # multi-label classifier over ALL classes (bg included) [summary]; SmallVGG from scratch whose
+        # score maps come from conv3 (local receptive field, ~26 px) and LSE pooling [ours]
+        "default": {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1],
+                    "last_stage": "conv3", "pooling": "lse", "lse_r": 5.0, "hidden": 64, "dropout": 0.0, "steps": 300, "batch_size": 16,
+                    "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001},
+        "quick": {"steps": 120},
+    },
+    "heatmaps": {
+        # per-class maps normalised per image to [0, 1], argmax among tagged classes [ours]
+        "default": {"layer": "score", "normalisation": "max", "threshold": 0.2, "mode": "argmax", "crf": False,
+                    "explore_layers": ["score", "conv2", "conv3"], "n_explore": 24},
+        "quick": {"n_explore": 8},
+    },
+    "flow": {
+        # OpenCV Farneback + (dx, dy, |f|) image, fixed scale, median (camera) motion removed [ours]
+        "default": {"method": "farneback", "max_flow": None, "normalisation": "fixed", "subtract": "median"},
+        "quick": {},
+    },
+    "video_seg": {
+        # the four compared models share one architecture and schedule [ours]
+        "default": {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1],
+                    "head": "largefov", "head_width": 128,
+                    "head_dilation": 4, "dropout": 0.3, "motion_widths": [8, 16, 32, 32, 32],
+                    "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1,
+                    "steps": 300, "batch_size": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001,
+                    "pooling": "mean", "absent_pooling": "max", "init_from_classifier": True,
+                    "fgbg_layers": ["conv4", "conv5"], "fgbg_crf": True,
+                    "kinds": ["appearance", "two_stream", "single_bg", "full"]},
+        "quick": {"steps": 80},
+    },
 }
 
 

@@ -1,0 +1,56 @@
+"""Simulated check-mask annotator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wsss_lib.checkmask import accepted_mask_quality, simulate_checkmask
+from wsss_lib.errors import InvalidInputError
+
+
+def _data():
+    labels = np.zeros((4, 10, 10), np.int64)
+    labels[:, 2:8, 2:8] = 1
+    labels[:, 2, 2] = 255
+    masks = np.zeros((4, 10, 10), bool)
+    masks[0, 2:8, 2:8] = True    # perfect
+    masks[1, 2:8, 2:6] = True    # IoU ~ 0.66
+    masks[2, 0:3, 0:3] = True    # poor
+    masks[3] = True              # whole image: IoU 0.35
+    return masks, labels
+
+
+def test_accepts_by_iou_threshold():
+    masks, labels = _data()
+    r = simulate_checkmask(masks, labels, tau=0.5)
+    assert r["accepted"].tolist() == [True, True, False, False]
+    assert r["clicks"] == 4 and r["accept_rate"] == 0.5
+    assert r["iou"][0] == pytest.approx(1.0)
+    assert simulate_checkmask(masks, labels, tau=0.7)["accepted"].tolist() == [True, False, False, False]
+    # float masks are thresholded at 0.5; tensors work too
+    r2 = simulate_checkmask(torch.from_numpy(masks.astype(np.float32)), torch.from_numpy(labels))
+    assert r2["accepted"].tolist() == r["accepted"].tolist()
+
+
+def test_noisy_annotator_is_seeded():
+    masks, labels = _data()
+    a = simulate_checkmask(masks, labels, noise=0.5, seed=3)["accepted"]
+    b = simulate_checkmask(masks, labels, noise=0.5, seed=3)["accepted"]
+    assert (a == b).all()
+
+
+def test_quality_of_accepted_masks():
+    masks, labels = _data()
+    r = simulate_checkmask(masks, labels)
+    q = accepted_mask_quality(masks, labels, r["accepted"])
+    assert q["accepted"] > q["all"] > q["rejected"]
+
+
+def test_bad_input():
+    masks, labels = _data()
+    with pytest.raises(InvalidInputError):
+        simulate_checkmask(masks[:2], labels)
+    with pytest.raises(InvalidInputError):
+        simulate_checkmask(masks, labels, tau=2)

@@ -1,0 +1,123 @@
+"""Dense CRF wrapper: known-answer synthetic images, 2 and C labels, batches, PNG output, input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wsss_lib.crf import CRFParams, as_params, crf_batch, crf_fgbg, dense_crf, write_masks
+from wsss_lib.errors import InvalidInputError
+from wsss_lib.imageio import read_label
+
+
+def _square_scene(size=48, noise=0.35, seed=0):
+    """A bright square on a dark background, and a noisy fg probability map of it."""
+    rng = np.random.default_rng(seed)
+    gt = np.zeros((size, size), bool)
+    gt[12:36, 14:38] = True
+    img = np.where(gt[..., None], 200, 40).astype(np.float32) + rng.normal(0, 6, (size, size, 3))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    p = np.clip(np.where(gt, 0.65, 0.35) + rng.normal(0, noise, gt.shape), 0.02, 0.98).astype(np.float32)
+    return img, gt, p
+
+
+@pytest.mark.parametrize("params", [CRFParams(), CRFParams.deeplab()])
+def test_fgbg_crf_recovers_the_square(params):
+    img, gt, p = _square_scene()
+    before = ((p > 0.5) == gt).mean()
+    q = crf_fgbg(img, p, params)
+    after = ((q > 0.5) == gt).mean()
+    assert q.shape == gt.shape and q.dtype == np.float32
+    assert 0 <= q.min() and q.max() <= 1
+    assert before < 0.85 and after > 0.97
+
+
+def test_multilabel_crf_three_regions():
+    rng = np.random.default_rng(1)
+    lab = np.zeros((40, 60), np.int64)
+    lab[:, 20:40] = 1
+    lab[:, 40:] = 2
+    colors = np.array([[30, 30, 30], [200, 40, 40], [40, 40, 200]], np.float32)
+    img = np.clip(colors[lab] + rng.normal(0, 5, (40, 60, 3)), 0, 255).astype(np.uint8)
+    logits = np.eye(3)[lab].transpose(2, 0, 1) * 1.0 + rng.normal(0, 0.9, (3, 40, 60))
+    probs = np.exp(logits) / np.exp(logits).sum(0, keepdims=True)
+    q = dense_crf(img, probs.astype(np.float32))
+    assert q.shape == (3, 40, 60)
+    np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-4)
+    assert (probs.argmax(0) == lab).mean() < 0.9
+    assert (q.argmax(0) == lab).mean() > 0.98
+
+
+def test_zero_iterations_keeps_the_unary_argmax():
+    img, _, p = _square_scene()
+    q = crf_fgbg(img, p, CRFParams(iterations=0))
+    np.testing.assert_array_equal(q > 0.5, p > 0.5)
+
+
+def test_non_contiguous_and_float64_inputs_are_copied():
+    img, gt, p = _square_scene()
+    ref = crf_fgbg(img, p)
+    img_f = np.asfortranarray(img)
+    assert not img_f.flags.c_contiguous
+    np.testing.assert_allclose(crf_fgbg(img_f, p.astype(np.float64)), ref, atol=1e-6)
+    probs = np.stack([1 - p, p]).astype(np.float64)[:, :, ::-1][:, :, ::-1]
+    np.testing.assert_allclose(dense_crf(img, probs)[1], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad_image", [
+    np.zeros((48, 48, 3), np.float32),          # float image
+    np.zeros((48, 48), np.uint8),               # gray
+    np.zeros((48, 48, 4), np.uint8),            # RGBA
+    [[0, 0, 0]],                                # not an array
+])
+def test_bad_images_raise(bad_image):
+    _, _, p = _square_scene()
+    with pytest.raises(InvalidInputError):
+        crf_fgbg(bad_image, p)
+
+
+def test_bad_probabilities_raise():
+    img, _, p = _square_scene()
+    with pytest.raises(InvalidInputError, match="distribution"):
+        dense_crf(img, np.stack([p, p]))                  # does not sum to 1
+    with pytest.raises(InvalidInputError, match="HxW"):
+        dense_crf(img, np.full((2, 10, 10), 0.5, np.float32))
+    with pytest.raises(InvalidInputError):
+        dense_crf(img, np.ones((1, 48, 48), np.float32))  # one label
+    nan = np.stack([1 - p, p])
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="non-finite"):
+        dense_crf(img, nan)
+    with pytest.raises(InvalidInputError):
+        crf_fgbg(img, p + 0.5)                            # outside [0, 1]
+    with pytest.raises(InvalidInputError):
+        crf_fgbg(img, (p > 0.5))                          # not float
+    with pytest.raises(InvalidInputError):
+        as_params({"gauss_sxy": -1})
+    with pytest.raises(InvalidInputError):
+        as_params({"nonsense": 1})
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_matches_single_calls(workers):
+    scenes = [_square_scene(seed=s) for s in range(5)]
+    imgs = [s[0] for s in scenes]
+    ps = [s[2] for s in scenes]
+    out = crf_batch(imgs, ps, workers=workers)
+    for o, im, p in zip(out, imgs, ps):
+        np.testing.assert_allclose(o, crf_fgbg(im, p), atol=1e-6)
+    multi = crf_batch(imgs[:2], [np.stack([1 - p, p]) for p in ps[:2]], workers=workers)
+    assert multi[0].shape == (2, 48, 48)
+    with pytest.raises(InvalidInputError):
+        crf_batch(imgs, ps[:2])
+
+
+def test_write_masks_roundtrip(tmp_path):
+    masks = [np.eye(8, dtype=bool), np.full((8, 8), 3, np.uint8)]
+    paths = write_masks(tmp_path / "m", ["a", "b"], masks)
+    np.testing.assert_array_equal(read_label(paths[0]), masks[0].astype(np.uint8))
+    np.testing.assert_array_equal(read_label(paths[1]), masks[1])
+    with pytest.raises(InvalidInputError):
+        write_masks(tmp_path, ["../x"], masks[:1])
+    with pytest.raises(InvalidInputError):
+        write_masks(tmp_path, ["f"], [np.zeros((8, 8), np.float32)])

@@ -1,0 +1,173 @@
+"""Region / fg-bg-prior / tags-only / cross-entropy losses: values, invariants, where gradients flow."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from wsss_lib.errors import InvalidInputError
+from wsss_lib.losses import (cross_entropy, fgbg_prior_loss, fgbg_regions, pool_region, region_loss,
+                             tags_only_loss)
+
+POOLINGS = ["mean", "max", "lse", "pixel"]
+
+
+def _setup(b=2, k=3, h=8, w=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, k + 1, h, w, generator=g, requires_grad=True)
+    tags = torch.zeros(b, k)
+    tags[0, 0] = 1
+    if b > 1:
+        tags[1, 1] = tags[1, 2] = 1
+    mask = torch.zeros(b, h, w)
+    mask[:, 2:5, 3:7] = 1
+    return logits, tags, mask
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_scalar_finite_and_backward(pooling):
+    logits, tags, mask = _setup()
+    loss = fgbg_prior_loss(logits, tags, mask, pooling)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_matches_papers_formula_by_hand():
+    """L = -1/|L| sum log mean_fg S^k - log mean_bg S^0 - 1/|L̄| sum log(1 - max S^k)."""
+    logits, tags, mask = _setup()
+    s = torch.softmax(logits.detach(), 1)
+    ref = []
+    for i in range(2):
+        fg, bg = mask[i] > 0, mask[i] == 0
+        pres = [k + 1 for k in range(3) if tags[i, k] > 0]
+        absn = [k + 1 for k in range(3) if tags[i, k] == 0]
+        l_fg = -sum(math.log(s[i, k][fg].mean()) for k in pres) / len(pres)
+        l_bg = -math.log(s[i, 0][bg].mean())
+        l_abs = -sum(math.log(1 - s[i, k].max()) for k in absn) / len(absn)
+        ref.append(l_fg + l_bg + l_abs)
+    got = fgbg_prior_loss(logits, tags, mask, "mean")
+    assert got.item() == pytest.approx(sum(ref) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "lse", "pixel"])
+def test_fg_term_gradient_only_inside_fg_region(pooling):
+    """The present-class term reaches only logits of pixels inside its region."""
+    logits, tags, mask = _setup()
+    b, c = 2, 4
+    regions, present = fgbg_regions(tags, mask)
+    regions = regions.clone()
+    regions[:, 0] = 0  # drop the background term: only the fg terms remain
+    present = present * torch.tensor([0.0, 1, 1, 1])  # ... and no absent term
+    loss = region_loss(logits, regions, present, pooling, absent_weight=0.0)
+    loss.backward()
+    outside = (mask == 0)[:, None].expand(b, c, -1, -1)
+    assert logits.grad[outside].abs().max() == 0
+    assert logits.grad[~outside].abs().max() > 0
+
+
+def test_bg_term_gradient_only_outside_mask():
+    logits, tags, mask = _setup()
+    regions, present = fgbg_regions(tags, mask)
+    present = torch.zeros_like(present)
+    present[:, 0] = 1
+    loss = region_loss(logits, regions, present, "mean", separate=(0,), absent_weight=0.0)
+    loss.backward()
+    inside = (mask > 0)[:, None].expand_as(logits)
+    assert logits.grad[inside].abs().max() == 0
+
+
+def test_absent_max_term_gradient_only_at_argmax():
+    logits, tags, mask = _setup(b=1)
+    tags = torch.zeros(1, 3)
+    tags[0, 0] = 1
+    regions, present = fgbg_regions(tags, mask)
+    loss = region_loss(logits, torch.zeros_like(regions), present, "mean", absent_pooling="max")
+    loss.backward()
+    nonzero = (logits.grad.abs().sum(1) > 0).sum().item()
+    assert 1 <= nonzero <= 2  # absent classes 2 and 3: their arg-max pixels (may coincide)
+
+
+def test_loss_decreases_towards_the_mask():
+    """A perfect prediction (fg class on the mask, bg elsewhere) has a lower loss than a flipped one."""
+    _, tags, mask = _setup()
+    tags = torch.zeros(2, 3)
+    tags[:, 0] = 1
+    good = torch.full((2, 4, 8, 8), -10.0)
+    good[:, 0] = torch.where(mask > 0, -10.0, 10.0)
+    good[:, 1] = torch.where(mask > 0, 10.0, -10.0)
+    bad = good[:, [1, 0, 2, 3]]
+    assert fgbg_prior_loss(good, tags, mask) < 1e-3 < fgbg_prior_loss(bad, tags, mask)
+
+
+def test_upsampling_low_res_logits():
+    logits, tags, mask = _setup(h=4, w=4)
+    big_mask = torch.zeros(2, 16, 16)
+    big_mask[:, 4:10, 6:12] = 1
+    loss = fgbg_prior_loss(logits, tags, big_mask)
+    loss.backward()
+    assert torch.isfinite(loss) and logits.grad.shape == logits.shape
+
+
+def test_empty_region_contributes_nothing():
+    logits, tags, mask = _setup()
+    empty = torch.zeros_like(mask)
+    for pooling in POOLINGS:
+        loss = fgbg_prior_loss(logits, tags, empty, pooling)
+        assert torch.isfinite(loss)
+        loss.backward()
+        assert torch.isfinite(logits.grad).all()
+        logits.grad = None
+
+
+def test_pool_region_values():
+    v = torch.tensor([[[[0.1, 0.9], [0.5, 0.3]]]])
+    w = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
+    assert pool_region(v, w, "mean").item() == pytest.approx(0.3)
+    assert pool_region(v, w, "max").item() == pytest.approx(0.5)
+    lse = pool_region(v, w, "lse", r=5.0).item()
+    assert 0.3 < lse < 0.5
+    assert pool_region(v, w, "pixel").item() == pytest.approx(sum(math.log(x) for x in (0.1, 0.5, 0.3)) / 3, rel=1e-5)
+
+
+def test_checkmask_rejected_images_use_tag_term():
+    logits, tags, mask = _setup()
+    per_prior = fgbg_prior_loss(logits, tags, mask, reduction="none")
+    per_tags = tags_only_loss(logits, tags, reduction="none")
+    mixed = fgbg_prior_loss(logits, tags, mask, accepted=torch.tensor([1.0, 0.0]), reduction="none")
+    torch.testing.assert_close(mixed, torch.stack([per_prior[0], per_tags[1]]))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "lse"])
+def test_tags_only_loss(pooling):
+    logits, tags, _ = _setup()
+    loss = tags_only_loss(logits, tags, pooling)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_cross_entropy_ignores_255():
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    labels = torch.full((1, 8, 8), 255, dtype=torch.long)
+    labels[0, :2, :2] = 1
+    loss = cross_entropy(logits, labels)
+    loss.backward()
+    assert torch.isfinite(loss)
+    # only the top-left low-res cells influence the labelled pixels
+    assert logits.grad[0, :, 2:, 2:].abs().max() == 0
+
+
+def test_bad_shapes_raise():
+    logits, tags, mask = _setup()
+    with pytest.raises(InvalidInputError):
+        fgbg_prior_loss(logits, tags[:, :2], mask)
+    with pytest.raises(InvalidInputError):
+        fgbg_prior_loss(logits, tags, mask[0])
+    with pytest.raises(InvalidInputError):
+        region_loss(logits, torch.ones(2, 3, 8, 8), torch.ones(2, 4))
+    with pytest.raises(InvalidInputError):
+        fgbg_prior_loss(logits, tags, mask, pooling="median")
+    with pytest.raises(InvalidInputError):
+        cross_entropy(logits, torch.zeros(8, 8, dtype=torch.long))

@@ -1,0 +1,77 @@
+"""Paper 2's claims, asserted on what notebooks 05-07 record in ONE quick run (``quick_run``).
+
+Targets (ToyStreets test split, fixed seeds): heatmaps beat the single-background baseline on the
+background-class mean IoU by >= 10 points; two streams beat appearance alone on the moving
+foreground classes; weakly-supervised two-stream mIoU >= 60 % of full supervision. A target our
+reconstruction does not reach is marked ``xfail`` with the reason (never lowered).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+NB5, NB6, NB7 = "05_classifier_heatmaps", "06_optical_flow", "07_two_stream_video"
+KINDS = ("appearance", "two_stream", "single_bg", "full")
+
+
+def _finite01(x):
+    return x is not None and math.isfinite(x) and -1e-9 <= x <= 1 + 1e-9
+
+
+def test_05_heatmap_regions_beat_single_fgbg_mask_on_background_classes(quick_run):
+    m = quick_run[NB5]
+    assert m["quick"] is True
+    hm, single = m["heatmap_regions_train"]["bg_miou"], m["single_bg_regions_train_bg_miou"]
+    assert _finite01(hm) and _finite01(single)
+    assert hm >= single + 0.10, f"heatmap regions bg mIoU {hm:.3f} vs single fg/bg mask {single:.3f}"
+    # the classifier learned the background tags (they are what the heatmaps need)
+    for c in ("sky", "building", "vegetation"):
+        assert m["classifier_ap"][c] > 0.8, m["classifier_ap"]
+    assert set(m["normalisation_comparison"]) == {"minmax", "max", "sigmoid"}
+
+
+def test_06_flow_recovers_shift_and_motion_is_informative(quick_run):
+    m = quick_run[NB6]
+    for method, err in m["synthetic_median_error_px"].items():
+        assert err < 0.5, f"{method}: median end-point error {err:.3f} px"
+    assert m["cache_hit_computed"] == 0  # second pass only reads the cache
+    assert m["moving_auc"] > 0.55, m["moving_auc"]
+    assert m["frames"]["train"] > 0
+
+
+def test_07_all_models_scored(quick_run):
+    m = quick_run[NB7]
+    for k in KINDS:
+        for key in ("miou", "bg_miou", "fg_miou", "moving_miou"):
+            assert _finite01(m[k][key]), (k, key, m[k][key])
+    assert m["full"]["miou"] > m["two_stream"]["miou"]
+    # the single-background model can only name one background class
+    named = [c for c, v in m["single_bg"]["iou"].items() if v and c in ("sky", "building", "vegetation", "road",
+                                                                         "sidewalk")]
+    assert len(named) <= 1, m["single_bg"]["iou"]
+
+
+def test_07_heatmaps_beat_single_background_on_bg_classes(quick_run):
+    m = quick_run[NB7]
+    for k in ("appearance", "two_stream"):
+        assert m[k]["bg_miou"] >= m["single_bg"]["bg_miou"] + 0.10, (k, m[k]["bg_miou"], m["single_bg"]["bg_miou"])
+
+
+@pytest.mark.xfail(strict=False, reason="not reliably reached: the heatmap regions of the small moving classes are "
+                                        "poor (pseudo-label IoU ~0.02), so both models score ~0-0.05 on them and the "
+                                        "ordering is within noise (default run: 0.023 vs 0.019; quick: either way)")
+def test_07_two_stream_beats_appearance_on_moving_classes(quick_run):
+    m = quick_run[NB7]
+    assert m["two_stream"]["moving_miou"] > m["appearance"]["moving_miou"], \
+        (m["two_stream"]["moving_miou"], m["appearance"]["moving_miou"])
+
+
+@pytest.mark.xfail(strict=False, reason="target not reached by our reconstruction on ToyStreets (weak two-stream "
+                                        "~45-55 % of full supervision); reported, not lowered")
+def test_07_weak_two_stream_reaches_60_percent_of_full(quick_run):
+    m = quick_run[NB7]
+    assert m["weak_over_full_miou"] >= 0.60, m["weak_over_full_miou"]

@@ -1,0 +1,124 @@
+"""``wsss train-classifier | masks | train-seg | evaluate``: paper 1's pipeline from the command line.
+
+Every command takes ``--data-root --dataset --out --device --seed --quick --resume/--no-resume``,
+reuses what earlier commands (or notebooks 01-04 run with the same ``--out``) left in the output
+folder, writes its metrics as JSON into ``--out`` and prints that file's path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..checkpoint import atomic_write_bytes
+
+
+def _common(p) -> None:
+    p.add_argument("--data-root", default=None, help="data root (default: $WSSS_DATA_ROOT or <repo>/data)")
+    p.add_argument("--dataset", default="toy_objects", help="dataset name (default toy_objects)")
+    p.add_argument("--out", default="runs/paper1", help="output folder (checkpoints, masks, metrics JSON)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="quick (CI-sized) settings")
+    p.add_argument("--resume", dest="resume", action="store_true", default=True,
+                   help="reuse/continue matching checkpoints (default)")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="retrain from scratch")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-classifier", help="paper 1: train (or load) the multi-label tag classifier")
+    _common(p)
+    p.set_defaults(func=cmd_train_classifier)
+    p = sub.add_parser("masks", help="paper 1: fg/bg masks from the classifier's activations (+ CRF, CAM, floor)")
+    _common(p)
+    p.set_defaults(func=cmd_masks)
+    p = sub.add_parser("train-seg", help="paper 1: train a segmentation net (fg/bg prior, tags only, full, check-mask)")
+    _common(p)
+    p.add_argument("--mode", default="prior", choices=["prior", "tags", "full", "checkmask"])
+    p.add_argument("--pooling", default=None, choices=["mean", "max", "lse", "pixel"],
+                   help="region pooling of the prior loss (default: the seg preset's)")
+    p.set_defaults(func=cmd_train_seg)
+    p = sub.add_parser("evaluate", help="paper 1: evaluate every trained model in --out on a split")
+    _common(p)
+    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--no-crf", dest="crf", action="store_false", default=True, help="skip CRF post-processing")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _ctx(args):
+    from ..pipeline_objects import make_context
+
+    return make_context(args.data_root, args.out, args.device, args.quick, args.seed, args.dataset)
+
+
+def _write(ctx, name: str, metrics: dict) -> int:
+    from ..results import _plain
+
+    path = Path(ctx.out) / f"{name}.json"
+    atomic_write_bytes(path, json.dumps(_plain(metrics), indent=2, sort_keys=True).encode())
+    print(path)
+    return 0
+
+
+def _classifier(ctx, args):
+    from ..pipeline_objects import get_tag_classifier
+
+    return get_tag_classifier(ctx, retrain=not args.resume, resume=args.resume, progress=args.progress)
+
+
+def _classifier_metrics(ctx, clf) -> dict:
+    from ..pipeline_objects import load_split
+    from ..train import evaluate_classifier
+
+    out = {}
+    for split in ("val", "test"):
+        ds = load_split(ctx, split)
+        ev = evaluate_classifier(clf, ds, classes=ds.info.foreground, device=ctx.device)
+        names = [ds.info.classes[i] for i in ds.info.foreground]
+        out[split] = {"map": ev["map"], "acc": ev["acc"], "exact": ev["exact"], "ap": dict(zip(names, ev["ap"]))}
+    return out
+
+
+def cmd_train_classifier(args) -> int:
+    ctx = _ctx(args)
+    clf, info = _classifier(ctx, args)
+    return _write(ctx, "paper1_classifier", {"config": info["config"], "trained_now": info["trained"],
+                                              "train_seconds": info["seconds"], **_classifier_metrics(ctx, clf)})
+
+
+def cmd_masks(args) -> int:
+    from ..pipeline_objects import mask_pipeline
+
+    ctx = _ctx(args)
+    clf, _ = _classifier(ctx, args)
+    mp = mask_pipeline(ctx, clf, progress=args.progress)
+    return _write(ctx, "paper1_masks", {"thresholds": mp["thresholds"], "scores": mp["scores"],
+                                         "png_dir": str(Path(ctx.out) / "masks" / "train_crf")})
+
+
+def cmd_train_seg(args) -> int:
+    from ..pipeline_objects import evaluate_segnet, seg_run
+
+    ctx = _ctx(args)
+    clf, _ = _classifier(ctx, args)
+    model, info = seg_run(ctx, args.mode, clf, pooling=args.pooling, progress=args.progress,
+                          retrain=not args.resume, resume=args.resume)
+    name = args.mode if args.pooling is None else f"{args.mode}_{args.pooling}"
+    res = evaluate_segnet(ctx, model, "test", crf=True)
+    return _write(ctx, f"paper1_seg_{name}", {"mode": args.mode, "pooling": info["config"]["pooling"],
+                                               "split": "test", "train_seconds": info["seconds"],
+                                               "checkmask": info["checkmask"], **res})
+
+
+def cmd_evaluate(args) -> int:
+    from ..pipeline_objects import evaluate_segnet, load_trained_segnets, mask_pipeline
+
+    ctx = _ctx(args)
+    clf, _ = _classifier(ctx, args)
+    out = {"classifier": _classifier_metrics(ctx, clf)}
+    mp = mask_pipeline(ctx, clf, progress=args.progress)
+    out["masks"] = mp["scores"][args.split]
+    out["seg"] = {name: evaluate_segnet(ctx, m, args.split, crf=args.crf)
+                  for name, m in load_trained_segnets(ctx).items()}
+    return _write(ctx, f"paper1_eval_{args.split}", out)

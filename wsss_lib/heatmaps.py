@@ -1,0 +1,294 @@
+"""Classifier heatmaps for every class (background ones too) and the regions they give the loss.
+
+Paper 2 localises foreground *and* background classes (road, sky, building...) with
+class-dependent heatmaps of a multi-label image classifier ([paper]/[summary]). Our
+reconstruction ([ours], each choice a parameter):
+
+1. :func:`class_heatmaps` — apply the tag classifier fully convolutionally and read one map per
+   class: ``layer="score"`` (default) takes its class score maps (a CAM: the 1x1 classifier on the
+   last stage); a stage name (``"conv3"``, ``"conv4"``...) gives a Grad-CAM map at that stage
+   (channels weighted by the spatially averaged gradient of the class logit).
+2. :func:`normalise_maps` — per image and per class to [0, 1]: ``"minmax"`` (default),
+   ``"max"`` (ReLU then divide by the max), ``"sigmoid"`` (absolute, not per image),
+   ``"softmax"`` (across classes) or ``"none"`` (clipped).
+3. :func:`heatmap_regions` — for each *tagged* class the pixels where its normalised heatmap is
+   the largest among the tagged classes (``mode="argmax"``, default) and at least
+   ``threshold``; ``mode="soft"`` keeps the heatmap value as a weight instead; optionally refined
+   by a dense CRF (:func:`wsss_lib.crf.dense_crf`) over the tagged classes. The result,
+   ``regions (B, C, H, W)`` in [0, 1], is what :func:`wsss_lib.losses.region_loss` rewards.
+
+All functions are batched and run on CPU or GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidInputError
+
+NORMALISATIONS = ("minmax", "max", "sigmoid", "softmax", "none")
+REGION_MODES = ("argmax", "soft")
+
+
+def build_heatmap_classifier(num_classes: int, backbone: str = "small_vgg", last_stage: str = "conv5",
+                             pooling: str = "lse", lse_r: float = 5.0, dropout: float = 0.0, hidden: int = 0,
+                             **backbone_kw) -> torch.nn.Module:
+    """A multi-label :class:`~wsss_lib.models.TagClassifier` over all classes whose score maps
+    come from stage ``last_stage`` [ours].
+
+    Stages after ``last_stage`` are replaced by identities, which bounds the receptive field of a
+    score-map cell (SmallVGG ``depths=(1, 1, 2, 1, 1)``: ~26 px at ``"conv3"`` vs the whole 96x128
+    frame at ``"conv5"``): a cell must then recognise its class from a local patch, so the maps
+    localise background "stuff" instead of firing on the whole image from context.
+    ``backbone_kw`` go to :func:`~wsss_lib.models.build_backbone` (``widths``, ``depths``...).
+    """
+    from torch import nn
+
+    from .models.backbones import build_backbone
+    from .models.classifier import TagClassifier
+
+    bb = build_backbone(backbone, **backbone_kw)
+    names = list(bb.stages.keys())
+    if last_stage not in names:
+        raise InvalidInputError(f"last_stage must be one of {names}, got {last_stage!r}")
+    for n in names[names.index(last_stage) + 1:]:
+        bb.stages[n] = nn.Identity()
+        bb.channels[n] = bb.channels[last_stage]
+        bb.strides[n] = bb.strides[last_stage]
+    return TagClassifier(bb, num_classes, pooling=pooling, lse_r=lse_r, dropout=dropout, hidden=hidden)
+
+
+def _check_maps(maps: torch.Tensor, name: str = "maps") -> None:
+    if not torch.is_tensor(maps) or maps.ndim != 4:
+        raise InvalidInputError(f"{name} must be a (B, K, H, W) tensor, got "
+                                f"{tuple(maps.shape) if torch.is_tensor(maps) else type(maps).__name__}")
+    if not maps.is_floating_point():
+        raise InvalidInputError(f"{name} must be floating point, got {maps.dtype}")
+
+
+def normalise_maps(maps: torch.Tensor, method: str = "minmax", eps: float = 1e-6) -> torch.Tensor:
+    """Per-image, per-class normalisation of class maps to [0, 1].
+
+    ``maps``: float ``(B, K, h, w)`` raw scores. Returns float ``(B, K, h, w)`` in [0, 1]:
+
+    * ``"minmax"``: ``(s - min) / (max - min)`` over each image's map (a constant map -> 0);
+    * ``"max"``: ``relu(s) / max(relu(s))`` (an all-negative map -> 0);
+    * ``"sigmoid"``: ``sigmoid(s)`` (not per image: keeps the classifier's absolute confidence);
+    * ``"softmax"``: softmax across classes at each pixel;
+    * ``"none"``: ``s`` clipped to [0, 1].
+    """
+    _check_maps(maps)
+    if method not in NORMALISATIONS:
+        raise InvalidInputError(f"unknown normalisation {method!r}; use one of {NORMALISATIONS}")
+    m = maps.float()
+    if method == "minmax":
+        lo = m.amin(dim=(2, 3), keepdim=True)
+        hi = m.amax(dim=(2, 3), keepdim=True)
+        return ((m - lo) / (hi - lo).clamp(min=eps)).clamp(0, 1)
+    if method == "max":
+        r = m.clamp(min=0)
+        return (r / r.amax(dim=(2, 3), keepdim=True).clamp(min=eps)).clamp(0, 1)
+    if method == "sigmoid":
+        return torch.sigmoid(m)
+    if method == "softmax":
+        return torch.softmax(m, dim=1)
+    return m.clamp(0, 1)
+
+
+def _forward_stages(classifier, x: torch.Tensor, stages: Sequence[str]):
+    """Run the classifier asking for stage activations (API of :class:`TagClassifier`)."""
+    try:
+        return classifier(x, return_stages=tuple(stages))
+    except TypeError:
+        return classifier(x)
+
+
+def raw_class_maps(classifier: torch.nn.Module, images: torch.Tensor, layer: str = "score") -> torch.Tensor:
+    """Un-normalised class maps ``(B, K, h, w)`` of ``classifier`` on ``images (B, 3, H, W)`` in [0, 1].
+
+    ``layer="score"``: the classifier's own score maps (output stride of its backbone).
+    Any stage name of its backbone (``"conv3"``...): Grad-CAM at that stage,
+    ``relu(sum_c mean_ij(d logit_k / d A_c) * A_c)``, one backward pass per class.
+    """
+    if layer == "score":
+        with torch.no_grad():
+            out = classifier(images)
+        return out["score_maps"].float()
+    with torch.enable_grad():
+        x = images.detach().requires_grad_(False)
+        out = _forward_stages(classifier, x, (layer,))
+        stages = out.get("stages") or {}
+        if layer not in stages:
+            raise InvalidInputError(f"layer {layer!r} not available; use 'score' or one of the backbone stages "
+                                    f"{sorted(stages) or '(conv1..conv5)'}")
+        act = stages[layer]
+        logits = out["logits"]
+        maps = []
+        for k in range(logits.shape[1]):
+            (g,) = torch.autograd.grad(logits[:, k].sum(), act, retain_graph=k + 1 < logits.shape[1])
+            w = g.mean(dim=(2, 3), keepdim=True)
+            maps.append(F.relu((w * act).sum(dim=1)).detach())
+    return torch.stack(maps, dim=1).float()
+
+
+def class_heatmaps(classifier: torch.nn.Module, images: torch.Tensor, layer: str = "score",
+                   normalisation: str = "minmax", size: tuple[int, int] | None = None,
+                   batch_size: int = 32) -> torch.Tensor:
+    """Normalised per-class heatmaps of a multi-label tag classifier.
+
+    Parameters
+    ----------
+    classifier: a :class:`~wsss_lib.models.classifier.TagClassifier` (any module returning
+        ``{"logits": (B, K), "score_maps": (B, K, h, w), "stages": {...}}``); put in eval mode here.
+    images: float ``(B, 3, H, W)`` in [0, 1] on the classifier's device.
+    layer, normalisation: see :func:`raw_class_maps` and :func:`normalise_maps`.
+    size: output size, default the input's ``(H, W)`` (maps are normalised at feature resolution,
+        then bilinearly upsampled, so they stay in [0, 1]).
+    batch_size: images per forward pass (memory bound).
+
+    Returns
+    -------
+    float ``(B, K, H, W)`` in [0, 1] on ``images.device``.
+    """
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
+        raise InvalidInputError(f"images must be (B, 3, H, W) in [0, 1], got "
+                                f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
+    if normalisation not in NORMALISATIONS:
+        raise InvalidInputError(f"unknown normalisation {normalisation!r}; use one of {NORMALISATIONS}")
+    was_training = classifier.training
+    classifier.eval()
+    size = tuple(size) if size is not None else tuple(images.shape[-2:])
+    outs = []
+    try:
+        for i in range(0, images.shape[0], max(1, int(batch_size))):
+            x = images[i:i + batch_size].float().contiguous()
+            raw = raw_class_maps(classifier, x, layer)
+            maps = normalise_maps(raw, normalisation)
+            outs.append(F.interpolate(maps, size=size, mode="bilinear", align_corners=False).clamp_(0, 1))
+    finally:
+        classifier.train(was_training)
+    return torch.cat(outs, 0)
+
+
+def ubiquitous_classes(tags, min_freq: float = 0.95) -> list[int]:
+    """Classes tagged in at least ``min_freq`` of the images of ``tags`` ``(N, C)``.
+
+    An image classifier cannot learn *where* such a class is (it is never absent, so its score
+    needs no spatial evidence); :func:`heatmap_regions` can define their heatmaps by exclusion.
+    """
+    t = torch.as_tensor(tags).float()
+    if t.ndim != 2 or t.shape[0] == 0:
+        raise InvalidInputError(f"tags must be a non-empty (N, C) array, got {tuple(t.shape)}")
+    return [int(c) for c in torch.nonzero(t.mean(0) >= float(min_freq)).flatten()]
+
+
+def heatmap_regions(heatmaps: torch.Tensor, tags: torch.Tensor, threshold: float = 0.2, mode: str = "argmax",
+                    images: torch.Tensor | None = None, crf=None, complement: Sequence[int] = ()) -> torch.Tensor:
+    """Regions (pixel sets or weights) of the tagged classes from normalised heatmaps.
+
+    Parameters
+    ----------
+    heatmaps: float ``(B, C, H, W)`` in [0, 1] (:func:`class_heatmaps`).
+    tags: ``(B, C)`` multi-hot, 1 = class present in the image (background classes included).
+    threshold: a pixel whose best tagged heatmap is below it is given to no class.
+    mode: ``"argmax"`` -> ``regions[b, k] = 1`` where k is the tagged class with the largest
+        heatmap; ``"soft"`` -> the same pixels weighted by that heatmap value.
+    images: float ``(B, 3, H, W)`` in [0, 1] (or uint8 ``(B, H, W, 3)``); needed only with ``crf``.
+    crf: ``None``, ``True`` (default :class:`wsss_lib.crf.CRFParams`) or a ``CRFParams``: the
+        tagged classes' heatmaps (normalised to sum 1 per pixel) are refined by a dense CRF and
+        the argmax of its output replaces the raw argmax (the threshold still applies to the raw
+        maps).
+    complement: classes whose heatmap is replaced by ``1 - max`` of the other tagged classes'
+        heatmaps (default none) [ours]: for classes present in (almost) every training image
+        (:func:`ubiquitous_classes`, e.g. road), which a tag classifier cannot localise.
+
+    Returns
+    -------
+    float ``(B, C, H, W)`` in [0, 1]; zero for untagged classes; at most one non-zero class per pixel.
+    """
+    _check_maps(heatmaps, "heatmaps")
+    if mode not in REGION_MODES:
+        raise InvalidInputError(f"unknown region mode {mode!r}; use one of {REGION_MODES}")
+    B, C = heatmaps.shape[:2]
+    tags = torch.as_tensor(tags, device=heatmaps.device)
+    if tags.shape != (B, C):
+        raise InvalidInputError(f"tags must be (B, C) = {(B, C)}, got {tuple(tags.shape)}")
+    present = tags > 0.5
+    h = heatmaps.float().clamp(0, 1)
+    comp = [int(c) for c in complement if 0 <= int(c) < C]
+    if comp:
+        others = present.clone()
+        others[:, comp] = False
+        rest = torch.where(others[:, :, None, None], h, torch.zeros_like(h)).amax(dim=1)  # (B, H, W)
+        h = h.clone()
+        h[:, comp] = (1.0 - rest)[:, None].expand(-1, len(comp), -1, -1)
+    masked = torch.where(present[:, :, None, None], h, torch.full_like(h, -1.0))
+    best, arg = masked.max(dim=1)  # (B, H, W)
+    if crf is not None and crf is not False:
+        arg = _crf_argmax(h, present, images, crf).to(arg.device)
+    keep = (best >= float(threshold)) & present.any(dim=1)[:, None, None]
+    onehot = F.one_hot(arg, C).permute(0, 3, 1, 2).float() * keep[:, None].float()
+    onehot = onehot * present[:, :, None, None].float()
+    if mode == "soft":
+        onehot = onehot * h
+    return onehot
+
+
+def _crf_argmax(h: torch.Tensor, present: torch.Tensor, images, crf) -> torch.Tensor:
+    from . import crf as crf_mod
+
+    if images is None:
+        raise InvalidInputError("heatmap_regions(crf=...) needs the images")
+    params = crf_mod.CRFParams() if crf is True else crf
+    B, C, H, W = h.shape
+    out = torch.zeros((B, H, W), dtype=torch.long)
+    for b in range(B):
+        idx = torch.nonzero(present[b]).flatten()
+        if idx.numel() == 0:
+            continue
+        img = _to_uint8(images[b])
+        if img.shape[:2] != (H, W):
+            raise InvalidInputError(f"image {b} is {img.shape[:2]}, heatmaps are {(H, W)}")
+        p = h[b, idx].cpu().double() + 1e-3
+        p = (p / p.sum(0, keepdim=True)).numpy().astype(np.float32)
+        q = crf_mod.dense_crf(img, p, params)
+        q = torch.as_tensor(np.asarray(q))
+        lab = q.argmax(0) if q.ndim == 3 else q.long()
+        out[b] = idx.cpu()[lab.long()]
+    return out
+
+
+def _to_uint8(image) -> np.ndarray:
+    if torch.is_tensor(image):
+        if image.ndim == 3 and image.shape[0] == 3 and image.is_floating_point():
+            from .data.base import to_uint8_image
+
+            return to_uint8_image(image)
+        image = image.cpu().numpy()
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3:
+        image = image.transpose(1, 2, 0)
+    return np.ascontiguousarray(image)
+
+
+def regions_to_label(regions: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Regions ``(B, C, H, W)`` -> label map ``(B, H, W)`` int64: argmax class, ``ignore_index`` where empty."""
+    _check_maps(regions, "regions")
+    val, arg = regions.max(dim=1)
+    return torch.where(val > 0, arg, torch.full_like(arg, ignore_index))
+
+
+def label_to_regions(label: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Label map ``(B, H, W)`` -> one-hot regions ``(B, C, H, W)`` float (ignore -> all zero)."""
+    lab = torch.as_tensor(label).long()
+    if lab.ndim != 3:
+        raise InvalidInputError(f"label must be (B, H, W), got {tuple(lab.shape)}")
+    valid = lab != ignore_index
+    oh = F.one_hot(torch.where(valid, lab, torch.zeros_like(lab)).clamp(0, num_classes - 1), num_classes)
+    return oh.permute(0, 3, 1, 2).float() * valid[:, None].float()

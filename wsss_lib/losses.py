@@ -1,0 +1,191 @@
+"""Weakly-supervised segmentation losses.
+
+One generalised **region loss** serves both papers. With ``S^k`` the per-pixel softmax over the
+C output classes, upsampled to the region resolution ``(H, W)``:
+
+    L = 1/|P| sum_{k in P} -log( pool_{R_k} S^k )   +   sum_{k in P_sep} -log( pool_{R_k} S^k )
+        + 1/|A| sum_{k in A} -log( 1 - pool_image S^k )
+
+``P`` = present classes (their region ``R_k`` is a soft weight map in [0, 1]), ``A`` = absent
+classes, ``P_sep`` = present classes listed in ``separate`` (added with weight 1 each instead of
+being averaged with the others; paper 1's background term). ``pool`` is a weighted spatial pooling:
+``"mean"`` (sum w S / sum w), ``"max"`` (max over pixels with w > 0), ``"lse"`` (soft max,
+``(1/r) log(sum w exp(r S) / sum w)``), or ``"pixel"`` (the mean of per-pixel log-probabilities,
+i.e. weighted cross-entropy: ``-sum w log S / sum w``).
+
+* Paper 1 [ours, see papers README]: :func:`fgbg_prior_loss` — background class 0 rewarded over
+  ``1 - mask``, each present foreground class over ``mask``, absent classes penalised through
+  their image maximum. With ``accepted`` (check-mask), rejected images fall back to the tag term.
+* Paper 2 [ours]: every tagged class (fg or bg) rewarded over its own heatmap region: call
+  :func:`region_loss` with those regions and ``separate=()`` (all classes equal).
+* Baselines: :func:`tags_only_loss` (no mask: MIL-style pooling over the whole image) and
+  :func:`cross_entropy` (full supervision, 255 ignored).
+
+Gradients: through the softmax, a present term pooled over a region only reaches the logits of
+pixels inside that region (mean/lse/pixel) or its arg-max pixel (max); the absent term with max
+pooling only reaches each absent class's arg-max pixel. ``tests/test_losses.py`` checks this.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidInputError
+
+POOLINGS = ("mean", "max", "lse", "pixel")
+IGNORE_INDEX = 255
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(B, C, h, w)`` to ``size`` (no-op when equal)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def pool_region(values: torch.Tensor, weights: torch.Tensor, pooling: str = "mean", r: float = 5.0,
+                eps: float = 1e-6) -> torch.Tensor:
+    """Weighted spatial pooling of probabilities ``values`` ``(B, C, H, W)`` in [0, 1] over
+    ``weights`` ``(B, C, H, W)`` in [0, 1] -> ``(B, C)``. For ``"pixel"`` this returns the weighted
+    mean of ``log(values)`` (a log-probability, not a probability)."""
+    flat_v, flat_w = values.flatten(2), weights.flatten(2)
+    wsum = flat_w.sum(-1)
+    if pooling == "mean":
+        return (flat_v * flat_w).sum(-1) / wsum.clamp(min=eps)
+    if pooling == "max":
+        return torch.where(flat_w > 0, flat_v, torch.zeros_like(flat_v)).amax(-1)
+    if pooling == "lse":
+        # log of the w-weighted mean of exp(r v), computed stably; w == 0 -> excluded
+        empty = (wsum <= 0)[..., None]
+        flat_w = torch.where(empty, torch.ones_like(flat_w), flat_w)  # empty regions: any finite value
+        wsum = flat_w.sum(-1)
+        logw = torch.log(flat_w.clamp(min=eps)).masked_fill(flat_w <= 0, float("-inf"))
+        lse = torch.logsumexp(r * flat_v + logw, dim=-1) - torch.log(wsum.clamp(min=eps))
+        return (lse / r).clamp(0.0, 1.0)
+    if pooling == "pixel":
+        return (torch.log(flat_v.clamp(min=eps)) * flat_w).sum(-1) / wsum.clamp(min=eps)
+    raise InvalidInputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def _check(seg_logits, regions=None, present=None):
+    if not torch.is_tensor(seg_logits) or seg_logits.ndim != 4 or seg_logits.shape[1] < 2:
+        got = tuple(seg_logits.shape) if torch.is_tensor(seg_logits) else type(seg_logits).__name__
+        raise InvalidInputError(f"seg_logits must be (B, C, h, w) with C >= 2, got {got}")
+    b, c = seg_logits.shape[:2]
+    if regions is not None and (regions.ndim != 4 or tuple(regions.shape[:2]) != (b, c)):
+        raise InvalidInputError(f"regions must be (B, C, H, W) = ({b}, {c}, H, W), got {tuple(regions.shape)}")
+    if present is not None and tuple(present.shape) != (b, c):
+        raise InvalidInputError(f"present must be (B, C) = ({b}, {c}), got {tuple(present.shape)}")
+
+
+def region_loss(seg_logits: torch.Tensor, regions: torch.Tensor, present: torch.Tensor, pooling: str = "mean",
+                absent_pooling: str = "max", separate: tuple[int, ...] = (), lse_r: float = 5.0,
+                absent_weight: float = 1.0, eps: float = 1e-5, reduction: str = "mean") -> torch.Tensor:
+    """Generalised region loss (see module docstring).
+
+    ``seg_logits`` ``(B, C, h, w)`` raw scores; ``regions`` float ``(B, C, H, W)`` in [0, 1]
+    (region weights of each class; only used for present classes); ``present`` ``(B, C)`` in
+    {0, 1}. A present class with an empty region contributes nothing. ``reduction``: "mean"
+    (scalar over the batch), "sum" or "none" (``(B,)``).
+    """
+    _check(seg_logits, regions, present)
+    if pooling not in POOLINGS or absent_pooling not in ("mean", "max", "lse"):
+        raise InvalidInputError(f"pooling must be one of {POOLINGS} and absent_pooling one of mean/max/lse; "
+                                f"got {pooling!r}, {absent_pooling!r}")
+    probs = torch.softmax(seg_logits.float(), dim=1)
+    probs = upsample(probs, regions.shape[-2:])
+    regions = regions.to(probs.dtype)
+    present = present.to(probs.dtype)
+    b, c = present.shape
+    nonempty = (regions.flatten(2).sum(-1) > 0).to(probs.dtype)
+    pres = present * nonempty
+    sep = torch.zeros(c, dtype=probs.dtype, device=probs.device)
+    if separate:
+        sep[list(separate)] = 1.0
+    pooled = pool_region(probs, regions, pooling, lse_r, eps)
+    nll = -pooled if pooling == "pixel" else -torch.log(pooled.clamp(min=eps))
+    avg_w = pres * (1 - sep)
+    present_term = (nll * avg_w).sum(1) / avg_w.sum(1).clamp(min=1.0) + (nll * pres * sep).sum(1)
+    absent = 1.0 - present
+    ones = torch.ones_like(probs[:, :1]).expand_as(probs)
+    pooled_abs = pool_region(probs, ones, absent_pooling, lse_r, eps)
+    abs_nll = -torch.log((1.0 - pooled_abs).clamp(min=eps))
+    absent_term = (abs_nll * absent).sum(1) / absent.sum(1).clamp(min=1.0)
+    loss = present_term + absent_weight * absent_term
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.mean()
+
+
+def fgbg_regions(fg_tags: torch.Tensor, fg_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paper 1 regions: ``fg_tags`` (B, K) {0,1}, ``fg_mask`` (B, H, W) in [0, 1] ->
+    (regions ``(B, K+1, H, W)``: class 0 = ``1 - mask``, class k = ``mask``; present ``(B, K+1)``
+    with background always present)."""
+    if fg_mask.ndim != 3 or fg_tags.ndim != 2 or fg_mask.shape[0] != fg_tags.shape[0]:
+        raise InvalidInputError(f"fg_tags must be (B, K) and fg_mask (B, H, W) with the same B; got "
+                                f"{tuple(fg_tags.shape)} and {tuple(fg_mask.shape)}")
+    m = fg_mask.float().clamp(0, 1)
+    k = fg_tags.shape[1]
+    regions = torch.cat([(1 - m)[:, None], m[:, None].expand(-1, k, -1, -1)], dim=1)
+    present = torch.cat([torch.ones_like(fg_tags[:, :1]), fg_tags], dim=1).float()
+    return regions, present
+
+
+def tags_only_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, pooling: str = "max",
+                   absent_pooling: str = "max", lse_r: float = 5.0, reduction: str = "mean") -> torch.Tensor:
+    """Tags-only baseline (no mask): present classes (background always included, added
+    separately as in paper 1's formula) rewarded by their pooled score over the whole image
+    (MIL: ``"max"``, the default; or ``"lse"``, ``"mean"``), absent classes penalised.
+    ``seg_logits`` ``(B, K+1, h, w)``,
+    ``fg_tags`` ``(B, K)``."""
+    _check(seg_logits)
+    b, c, h, w = seg_logits.shape
+    if tuple(fg_tags.shape) != (b, c - 1):
+        raise InvalidInputError(f"fg_tags must be (B, K) = ({b}, {c - 1}), got {tuple(fg_tags.shape)}")
+    present = torch.cat([torch.ones_like(fg_tags[:, :1]), fg_tags], dim=1).float()
+    regions = torch.ones((b, c, h, w), device=seg_logits.device)
+    return region_loss(seg_logits, regions, present, pooling, absent_pooling, separate=(0,), lse_r=lse_r,
+                       reduction=reduction)
+
+
+def fgbg_prior_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, fg_mask: torch.Tensor, pooling: str = "mean",
+                    absent_pooling: str = "max", lse_r: float = 5.0, accepted: torch.Tensor | None = None,
+                    tag_pooling: str = "max", reduction: str = "mean") -> torch.Tensor:
+    """Paper 1's loss with the built-in fg/bg prior [ours reconstruction, see papers README]::
+
+        L = -1/|L| sum_{k in L} log pool_{fg} S^k  -  log pool_{bg} S^0  -  1/|L̄| sum_{k in L̄} log(1 - max S^k)
+
+    ``seg_logits`` ``(B, K+1, h, w)`` (class 0 = background), ``fg_tags`` ``(B, K)`` {0,1},
+    ``fg_mask`` ``(B, H, W)`` in [0, 1] (1 = foreground; soft masks act as weights).
+    ``accepted`` ``(B,)`` {0,1} (check-mask): rejected images use :func:`tags_only_loss` with
+    ``tag_pooling`` instead of the mask term.
+    """
+    _check(seg_logits)
+    if fg_tags.shape[1] != seg_logits.shape[1] - 1:
+        raise InvalidInputError(f"fg_tags must have K = {seg_logits.shape[1] - 1} columns (seg_logits has K+1 "
+                                f"classes), got {tuple(fg_tags.shape)}")
+    regions, present = fgbg_regions(fg_tags, fg_mask)
+    loss = region_loss(seg_logits, regions.to(seg_logits.device), present.to(seg_logits.device), pooling,
+                       absent_pooling, separate=(0,), lse_r=lse_r, reduction="none")
+    if accepted is not None:
+        acc = accepted.to(loss.dtype).reshape(-1)
+        if acc.numel() != loss.numel():
+            raise InvalidInputError(f"accepted must be (B,) = ({loss.numel()},), got {tuple(accepted.shape)}")
+        tag = tags_only_loss(seg_logits, fg_tags, tag_pooling, absent_pooling, lse_r, reduction="none")
+        loss = acc * loss + (1 - acc) * tag
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
+def cross_entropy(seg_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Fully supervised upper bound: pixel cross-entropy of upsampled ``seg_logits``
+    ``(B, C, h, w)`` against ``labels`` int64 ``(B, H, W)`` (``ignore_index`` skipped)."""
+    _check(seg_logits)
+    if labels.ndim != 3 or labels.shape[0] != seg_logits.shape[0]:
+        raise InvalidInputError(f"labels must be (B, H, W), got {tuple(labels.shape)}")
+    logits = upsample(seg_logits.float(), labels.shape[-2:])
+    return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)

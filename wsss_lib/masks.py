@@ -1,0 +1,295 @@
+"""Foreground/background masks from a tag classifier's own activations (paper 1's built-in prior).
+
+Paper 1 [summary]: take the activations after **conv4** and **conv5**, **average each over its
+channels**, **sum** the two maps, **rescale to [0, 1]**, smooth with a **dense CRF**, upsample to
+the image. Every one of these choices is a parameter of :func:`fuse_activations` so a notebook can
+compare them; the defaults marked [ours] are our reconstruction:
+
+* ``layers=("conv4", "conv5")`` [summary]; ``aggregate="mean"`` over channels [summary]
+  (``"max"``, ``"l2"`` [ours] alternatives); ``weights=None`` = plain sum [summary];
+* ``align="largest"`` [ours]: maps of different strides are bilinearly resized to the largest map
+  before summing (``"smallest"`` is the alternative; with our stride-8 conv4/conv5 they coincide);
+* ``normalize="minmax"`` per image [ours reading of "rescaled to [0, 1]"] (``"max"``: divide by the
+  max; ``"none"``); ``normalize_each=False`` [ours option: rescale each layer before summing];
+* the CRF unary is ``-log p`` / ``-log (1 - p)`` from the fused map [ours]; because the fused map is
+  not calibrated, :func:`calibrate` first maps the VAL-chosen threshold ``t`` to 0.5 (piecewise
+  linear) [ours].
+
+Baselines on the same network: :func:`cam_maps` (CAM [Zhou et al.]: class score maps of the present
+classes, max over classes, normalised) and :func:`floor_mask` (the whole image is foreground).
+:func:`extract_masks` gets stage activations and score maps from ONE forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidInputError
+from .metrics import mask_scores
+
+AGGREGATES = ("mean", "max", "l2")
+NORMALIZES = ("minmax", "max", "none")
+ALIGNS = ("largest", "smallest")
+
+
+def normalize_maps(maps: torch.Tensor, mode: str = "minmax", eps: float = 1e-8) -> torch.Tensor:
+    """Per-map rescaling of ``(B, H, W)``: "minmax" -> [0, 1] (constant maps -> 0), "max" ->
+    divide by the max of the positive part, "none" -> unchanged."""
+    if mode == "none":
+        return maps
+    flat = maps.flatten(1)
+    if mode == "minmax":
+        lo = flat.amin(1).view(-1, 1, 1)
+        hi = flat.amax(1).view(-1, 1, 1)
+        return ((maps - lo) / (hi - lo).clamp(min=eps)).clamp(0, 1)
+    if mode == "max":
+        pos = maps.clamp(min=0)
+        hi = pos.flatten(1).amax(1).view(-1, 1, 1)
+        return (pos / hi.clamp(min=eps)).clamp(0, 1)
+    raise InvalidInputError(f"normalize must be one of {NORMALIZES}, got {mode!r}")
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(B, H, W)`` maps."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def aggregate_channels(act: torch.Tensor, aggregate: str = "mean") -> torch.Tensor:
+    """``(B, C, h, w)`` -> ``(B, h, w)``: channel mean [summary], max or L2 norm [ours]."""
+    if act.ndim != 4:
+        raise InvalidInputError(f"stage activations must be (B, C, h, w), got {tuple(act.shape)}")
+    act = act.float()
+    if aggregate == "mean":
+        return act.mean(1)
+    if aggregate == "max":
+        return act.amax(1)
+    if aggregate == "l2":
+        return act.pow(2).mean(1).sqrt()
+    raise InvalidInputError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+
+
+def fuse_activations(stages: dict[str, torch.Tensor], layers: Sequence[str] = ("conv4", "conv5"),
+                     weights: Sequence[float] | None = None, aggregate: str = "mean", normalize: str = "minmax",
+                     out_size: tuple[int, int] | None = None, align: str = "largest",
+                     normalize_each: bool = False) -> torch.Tensor:
+    """Fuse stage activations into a fg/bg map ``(B, H, W)`` in [0, 1] (1 = foreground).
+
+    ``stages``: ``{name: (B, C, h, w)}`` (e.g. ``TagClassifier(..., return_stages=layers)["stages"]``).
+    Each layer is aggregated over channels, resized to a common size (``align``), optionally
+    rescaled on its own (``normalize_each``), weighted (``weights``, default all 1) and summed;
+    the sum is upsampled to ``out_size`` (bilinear) and rescaled per image (``normalize``).
+    """
+    layers = list(layers)
+    if not layers:
+        raise InvalidInputError("fuse_activations needs at least one layer")
+    missing = [n for n in layers if n not in stages]
+    if missing:
+        raise InvalidInputError(f"activations of {missing} were not captured; got {sorted(stages)}")
+    if weights is None:
+        weights = [1.0] * len(layers)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(layers):
+        raise InvalidInputError(f"{len(weights)} weights for {len(layers)} layers")
+    if align not in ALIGNS:
+        raise InvalidInputError(f"align must be one of {ALIGNS}, got {align!r}")
+    maps = [aggregate_channels(stages[n], aggregate) for n in layers]
+    b = maps[0].shape[0]
+    if any(m.shape[0] != b for m in maps):
+        raise InvalidInputError("all stage activations must have the same batch size")
+    areas = [m.shape[-2] * m.shape[-1] for m in maps]
+    pick = int(np.argmax(areas)) if align == "largest" else int(np.argmin(areas))
+    size = tuple(maps[pick].shape[-2:])
+    fused = torch.zeros((b,) + size, dtype=torch.float32, device=maps[0].device)
+    for w, m in zip(weights, maps):
+        m = _resize(m, size)
+        if normalize_each:
+            m = normalize_maps(m, "minmax")
+        fused = fused + w * m
+    if out_size is not None:
+        fused = _resize(fused, out_size)
+    return normalize_maps(fused, normalize)
+
+
+def cam_maps(score_maps: torch.Tensor, tags: torch.Tensor, out_size: tuple[int, int] | None = None,
+             normalize: str = "max") -> torch.Tensor:
+    """CAM baseline: ``score_maps`` ``(B, K, h, w)`` (the classifier's class maps), ``tags`` ``(B, K)``
+    {0, 1} -> ``(B, H, W)`` in [0, 1]: each present class's map normalised on its own
+    (``"max"``: ReLU then divide by the max, the usual CAM recipe; or ``"minmax"``), then the max
+    over present classes. Images without tags get the map of their top-scoring class."""
+    if score_maps.ndim != 4 or tags.ndim != 2 or tuple(tags.shape) != tuple(score_maps.shape[:2]):
+        raise InvalidInputError(f"score_maps must be (B, K, h, w) and tags (B, K); got {tuple(score_maps.shape)}, "
+                                f"{tuple(tags.shape)}")
+    sm = score_maps.float()
+    if out_size is not None and tuple(sm.shape[-2:]) != tuple(out_size):
+        sm = F.interpolate(sm, size=tuple(out_size), mode="bilinear", align_corners=False)
+    b, k, h, w = sm.shape
+    norm = normalize_maps(sm.reshape(b * k, h, w), normalize).reshape(b, k, h, w)
+    present = tags.to(sm.device) > 0.5
+    none = ~present.any(1)
+    if none.any():
+        top = sm.flatten(2).mean(-1).argmax(1)
+        present = present.clone()
+        present[none, top[none]] = True
+    norm = norm.masked_fill(~present[:, :, None, None], 0.0)
+    return norm.amax(1)
+
+
+def floor_mask(shape: tuple[int, ...]) -> torch.Tensor:
+    """The "whole image is foreground" floor: ones of ``shape`` ``(B, H, W)`` (a bool tensor)."""
+    return torch.ones(tuple(shape), dtype=torch.bool)
+
+
+def calibrate(maps: torch.Tensor | np.ndarray, threshold: float = 0.5):
+    """Map scores in [0, 1] to fg probabilities so that ``threshold`` -> 0.5 (piecewise linear,
+    monotone; identity when ``threshold == 0.5``) [ours] — the CRF unary then agrees with the
+    thresholded map."""
+    t = float(threshold)
+    if not 0 < t < 1:
+        raise InvalidInputError(f"threshold must lie in (0, 1), got {t}")
+    lib = torch if torch.is_tensor(maps) else np
+    lo = 0.5 * maps / t
+    hi = 0.5 + 0.5 * (maps - t) / (1 - t)
+    return lib.where(maps < t, lo, hi)
+
+
+def threshold_masks(maps, threshold: float = 0.5):
+    """``maps >= threshold`` (bool, same type as input)."""
+    return maps >= threshold
+
+
+def choose_threshold(maps, labels, thresholds: Sequence[float] = tuple(np.linspace(0.05, 0.95, 19)),
+                     ignore_index: int = 255) -> tuple[float, dict[float, float]]:
+    """Pick the threshold with the best pooled mask IoU (use VAL maps, never test).
+
+    ``maps`` float ``(N, H, W)`` in [0, 1]; ``labels`` int ``(N, H, W)`` (non-zero = fg, 255 ignored).
+    Returns ``(best threshold, {threshold: iou})``.
+    """
+    m = torch.as_tensor(np.asarray(maps)).float()
+    t = torch.as_tensor(np.asarray(labels))
+    keep = t != ignore_index
+    g = (t != 0) & keep
+    m = m[keep]
+    g = g[keep]
+    scores = {}
+    for th in thresholds:
+        p = m >= th
+        tp = (p & g).sum().item()
+        den = (p | g).sum().item()
+        scores[float(th)] = tp / den if den else 1.0
+    best = max(scores, key=scores.get)
+    return best, scores
+
+
+@torch.no_grad()
+def extract_masks(classifier: torch.nn.Module, images: torch.Tensor, tags: torch.Tensor | None = None,
+                  layers: Sequence[str] = ("conv4", "conv5"), weights: Sequence[float] | None = None,
+                  aggregate: str = "mean", normalize: str = "minmax", align: str = "largest",
+                  normalize_each: bool = False, out_size: tuple[int, int] | None = None,
+                  batch_size: int = 64, device: torch.device | str | None = None, amp: bool = True,
+                  progress: bool = False) -> dict[str, torch.Tensor]:
+    """Fused fg/bg maps and CAM maps from one forward pass per batch.
+
+    ``images`` float ``(N, 3, H, W)`` in [0, 1]; ``tags`` ``(N, K)`` {0, 1} (for CAM; ``None`` ->
+    the classifier's own predictions). Returns CPU tensors ``{"fused": (N, H, W) [0, 1],
+    "cam": (N, H, W) [0, 1], "logits": (N, K)}`` (``H, W = out_size`` or the image size).
+    """
+    from .train import mixed_precision
+
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InvalidInputError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+    if device is None:
+        device = next(classifier.parameters()).device
+    device = torch.device(device)
+    out_size = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
+    was_training = classifier.training
+    classifier.eval()
+    fused, cams, logits = [], [], []
+    it = range(0, images.shape[0], batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="masks", leave=False)
+    try:
+        for s in it:
+            x = images[s:s + batch_size].to(device, non_blocking=True).float()
+            with mixed_precision(device, amp):
+                out = classifier(x, return_stages=tuple(layers))
+            fused.append(fuse_activations(out["stages"], layers, weights, aggregate, normalize, out_size, align,
+                                          normalize_each).cpu())
+            lg = out["logits"].float()
+            t = tags[s:s + batch_size].to(device) if tags is not None else (lg > 0).float()
+            cams.append(cam_maps(out["score_maps"], t, out_size).cpu())
+            logits.append(lg.cpu())
+    finally:
+        classifier.train(was_training)
+    return {"fused": torch.cat(fused), "cam": torch.cat(cams), "logits": torch.cat(logits)}
+
+
+def refine_masks(images: Sequence[np.ndarray], maps, threshold: float = 0.5, params=None,
+                 workers: int | None = None, progress: bool = False) -> np.ndarray:
+    """Dense-CRF smoothing of fg maps: ``images`` N uint8 ``(H, W, 3)``, ``maps`` float ``(N, H, W)``
+    in [0, 1] -> refined fg probabilities float32 ``(N, H, W)``. The maps are first calibrated so
+    ``threshold`` -> 0.5 (:func:`calibrate`); threshold the result at 0.5."""
+    from .crf import crf_batch
+
+    m = np.asarray(maps.cpu() if torch.is_tensor(maps) else maps, dtype=np.float32)
+    probs = [np.ascontiguousarray(calibrate(x, threshold), dtype=np.float32) for x in m]
+    out = crf_batch(list(images), probs, params, workers=workers, progress=progress, desc="CRF masks")
+    return np.stack(out) if out else np.zeros_like(m)
+
+
+def evaluate_masks(pred, labels, ignore_index: int = 255) -> dict[str, float]:
+    """Pooled (dataset-level) mask IoU / precision / recall: ``pred`` bool ``(N, H, W)``, ``labels``
+    int ``(N, H, W)`` (non-zero = fg; 255 ignored). Wraps :func:`~wsss_lib.metrics.mask_scores`."""
+    p = pred.cpu().numpy() if torch.is_tensor(pred) else np.asarray(pred)
+    t = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+    return mask_scores(p.astype(bool), t, ignore_index=ignore_index)
+
+
+def per_image_iou(pred, labels, ignore_index: int = 255) -> np.ndarray:
+    """Mask IoU of each image ``(N,)`` (empty union -> 1)."""
+    p = np.asarray(pred.cpu() if torch.is_tensor(pred) else pred).astype(bool)
+    t = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels)
+    keep = t != ignore_index
+    g = (t != 0) & keep
+    p = p & keep
+    inter = (p & g).reshape(len(p), -1).sum(1)
+    union = (p | g).reshape(len(p), -1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+@torch.no_grad()
+def extract_variants(classifier: torch.nn.Module, images: torch.Tensor, variants: dict[str, dict],
+                     batch_size: int = 64, device: torch.device | str | None = None, amp: bool = True,
+                     out_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """Several fusion variants from ONE forward pass per batch.
+
+    ``variants``: ``{name: fuse_activations keyword dict}`` (``layers``, ``weights``, ``aggregate``,
+    ``normalize``, ``align``, ``normalize_each``). Returns ``{name: (N, H, W) in [0, 1]}`` (CPU).
+    """
+    from .train import mixed_precision
+
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InvalidInputError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+    needed = sorted({layer for kw in variants.values() for layer in kw.get("layers", ("conv4", "conv5"))})
+    device = torch.device(device) if device is not None else next(classifier.parameters()).device
+    out_size = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
+    was = classifier.training
+    classifier.eval()
+    outs: dict[str, list] = {k: [] for k in variants}
+    try:
+        for s in range(0, images.shape[0], batch_size):
+            x = images[s:s + batch_size].to(device).float()
+            with mixed_precision(device, amp):
+                st = classifier(x, return_stages=tuple(needed))["stages"]
+            for name, kw in variants.items():
+                outs[name].append(fuse_activations(st, out_size=out_size, **kw).cpu())
+    finally:
+        classifier.train(was)
+    return {k: torch.cat(v) for k, v in outs.items()}

@@ -1,0 +1,452 @@
+"""Video semantic segmentation from tags (paper 2): data, models, training and evaluation.
+
+* :func:`load_video_data` — frames of a dataset split (any ``(DatasetInfo, samples)``) in memory,
+  each with its encoded optical-flow image (``extra["flow"]`` uint8 ``(N, 3, H, W)``, see
+  :mod:`wsss_lib.flow`).
+* :func:`compute_regions` — heatmap regions of every training frame (:mod:`wsss_lib.heatmaps`),
+  stored as uint8 ``(N, C, H, W)`` (``255`` = weight 1).
+* :func:`compute_fgbg_masks` — paper 1's single fg/bg mask (fused conv activations of the tag
+  classifier, :func:`wsss_lib.masks.extract_masks`, optional dense CRF) for the single-background
+  baseline.
+* :func:`build_video_model` / :func:`train_video_model` — the four models compared in notebook 07
+  (``kind``):
+
+  ``"appearance"``  SegNet on RGB, all C classes, :func:`~wsss_lib.losses.region_loss` with
+                    heatmap regions (every tagged class, fg or bg, rewarded over its own region);
+  ``"two_stream"``  :class:`~wsss_lib.models.two_stream.TwoStreamNet` (RGB + flow), same loss;
+  ``"single_bg"``   paper 1's approach: SegNet with K_fg + 1 outputs (all background classes
+                    collapsed into one), :func:`~wsss_lib.losses.fgbg_prior_loss` with the fused
+                    fg/bg mask;
+  ``"full"``        SegNet on RGB trained with pixel labels (cross-entropy): the upper bound.
+
+* :func:`evaluate_video` — confusion matrix over all frames with GT -> mIoU, per-class IoU and
+  the means over background classes, foreground classes and moving foreground classes.
+
+Scoring the single-background baseline (documented choice): it predicts one "background" label
+that cannot say road vs sky. :func:`single_bg_label_map` maps that label to the background class
+with the most training pixels (a constant mapping; it favours the baseline over e.g. "ignore",
+which would give every background class IoU 0). :func:`evaluate_video` with ``oracle_bg=True``
+additionally reports the ceiling of a single-background method: its background pixels given
+their true background class (a perfect bg sub-classifier), so the gap to the heatmap approach
+is not an artefact of the mapping.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidInputError
+from .metrics import ConfusionMatrix
+from .runtime import autocast
+
+KINDS = ("appearance", "two_stream", "single_bg", "full")
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_video_data(info, samples: Sequence, size: tuple[int, int] | None = None, flow_cache=None,
+                    max_flow: float | None = None, flow_normalisation: str = "fixed", flow_subtract: str = "median",
+                    progress: bool = False):
+    """Frames + labels + tags (+ encoded flow) of one split, in memory.
+
+    Parameters
+    ----------
+    info, samples: a dataset split (e.g. ``load_dataset("toy_streets", root, "train")``).
+    size: ``(H, W)`` to resize to (default: stored size; frames must then share one size).
+    flow_cache: a :class:`~wsss_lib.flow.FlowCache` with the split's flow computed
+        (:func:`~wsss_lib.flow.compute_dataset_flow`); ``None`` -> no ``flow`` field.
+    max_flow, flow_normalisation, flow_subtract: :func:`~wsss_lib.flow.encode_flow` settings;
+        ``max_flow`` is in pixels of the *stored* frame.
+
+    Returns
+    -------
+    :class:`~wsss_lib.train.InMemoryDataset` (``images`` uint8 ``(N, 3, H, W)``, ``labels``,
+    ``tags`` ``(N, C)``, ``extra["flow"]`` uint8 ``(N, 3, H, W)`` = flow image x 255).
+    """
+    from .data.base import SegmentationDataset
+    from .flow import encode_flow
+    from .train import preload
+
+    ds = preload(SegmentationDataset(info, samples, size=size), progress=progress, desc="frames")
+    if flow_cache is None:
+        return ds
+    H, W = ds.images.shape[-2:]
+    flows = torch.empty((len(samples), 3, H, W), dtype=torch.uint8)
+    it = range(len(samples))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="flow images", leave=False)
+    for i in it:
+        f = torch.from_numpy(flow_cache.load(samples[i].id)).permute(2, 0, 1)[None]  # (1, 2, h, w)
+        h, w = f.shape[-2:]
+        mf = max_flow
+        if (h, w) != (H, W):
+            f = F.interpolate(f, size=(H, W), mode="bilinear", align_corners=False)
+            f[:, 0] *= W / w
+            f[:, 1] *= H / h
+            mf = None if max_flow is None else max_flow * W / w
+        if mf is None:
+            from .flow import default_max_flow
+
+            mf = default_max_flow(W)
+        enc = encode_flow(f, max_flow=mf, normalisation=flow_normalisation, subtract=flow_subtract)
+        flows[i] = (enc[0] * 255 + 0.5).to(torch.uint8)
+    return ds.with_extra(flow=flows)
+
+
+def hflip_video_batch(batch: dict) -> dict:
+    """Flip a random half of a batch horizontally (torch RNG): image, label, regions, fg_mask and
+    flow (whose x channel is mirrored, ``v -> 1 - v``, since dx changes sign)."""
+    flip = torch.rand(batch["image"].shape[0]) < 0.5
+    if not flip.any():
+        return batch
+    out = dict(batch)
+    for k in ("image", "label", "regions", "fg_mask", "flow"):
+        if k in out and torch.is_tensor(out[k]) and out[k].ndim >= 3:
+            v = out[k].clone()
+            v[flip] = v[flip].flip(-1)
+            if k == "flow":
+                top = 255 if v.dtype == torch.uint8 else 1.0
+                v[flip, 0] = top - v[flip, 0]
+            out[k] = v
+    return out
+
+
+def flow_input(batch: dict, device) -> torch.Tensor:
+    """The batch's flow image as float ``(B, 3, H, W)`` in [0, 1] on ``device``."""
+    if "flow" not in batch:
+        raise InvalidInputError("this model needs optical flow: load the data with a flow cache (load_video_data)")
+    f = batch["flow"].to(device, non_blocking=True)
+    return f.float().div_(255.0) if f.dtype == torch.uint8 else f.float()
+
+
+def model_logits(model: torch.nn.Module, batch: dict, device) -> torch.Tensor:
+    """Run a video model on a batch: two-stream models get ``(image, flow)``, others the image."""
+    x = batch["image"].to(device, non_blocking=True).float()
+    if getattr(model, "uses_flow", False):
+        return model(x, flow_input(batch, device))
+    return model(x)
+
+
+# ------------------------------------------------------------------------------------------ supervision
+@torch.no_grad()
+def compute_regions(classifier: torch.nn.Module, ds, layer: str = "score", normalisation: str = "minmax",
+                    threshold: float = 0.2, mode: str = "argmax", crf=None, complement=(), batch_size: int = 32,
+                    device=None, progress: bool = False) -> torch.Tensor:
+    """Heatmap regions of every frame of ``ds`` from its tags: uint8 ``(N, C, H, W)`` (x 255).
+
+    Settings as :func:`wsss_lib.heatmaps.class_heatmaps` / :func:`~wsss_lib.heatmaps.heatmap_regions`.
+    """
+    from .heatmaps import class_heatmaps, heatmap_regions
+
+    device = torch.device(device) if device is not None else next(classifier.parameters()).device
+    n = len(ds)
+    C = ds.tags.shape[1]
+    H, W = ds.images.shape[-2:]
+    out = torch.empty((n, C, H, W), dtype=torch.uint8)
+    it = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="heatmap regions", leave=False)
+    for s in it:
+        x = ds.images[s:s + batch_size].to(device).float().div_(255.0)
+        hm = class_heatmaps(classifier, x, layer=layer, normalisation=normalisation, batch_size=batch_size)
+        reg = heatmap_regions(hm, ds.tags[s:s + batch_size].to(device), threshold=threshold, mode=mode,
+                              images=x.cpu() if crf else None, crf=crf, complement=complement)
+        out[s:s + batch_size] = (reg.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu()
+    return out
+
+
+def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = ("conv4", "conv5"),
+                       threshold: float | None = None, val_ds=None, crf=None, device=None,
+                       background: Sequence[int] = (), crf_workers: int = 1, progress: bool = False) -> dict:
+    """Paper 1's fg/bg masks of ``ds`` for the single-background baseline.
+
+    Fused activations (:func:`wsss_lib.masks.extract_masks`) of ``layers``; the threshold is
+    ``threshold`` or, when ``val_ds`` is given, the one with the best fg/bg mask IoU on it (all
+    classes not in ``background`` are foreground); ``crf`` (``CRFParams``/dict/True) refines the
+    masks with a dense CRF (:func:`wsss_lib.masks.refine_masks`). Returns ``{"masks": float16
+    (N, H, W) in {0, 1}, "threshold": t, "maps": float (N, H, W)}``.
+    """
+    from .masks import choose_threshold, extract_masks, refine_masks
+
+    device = torch.device(device) if device is not None else next(classifier.parameters()).device
+    maps = extract_masks(classifier, ds.images.float().div(255.0), layers=tuple(layers), device=device,
+                         progress=progress)["fused"]
+    if threshold is None:
+        if val_ds is None:
+            threshold = 0.5
+        else:
+            vm = extract_masks(classifier, val_ds.images.float().div(255.0), layers=tuple(layers), device=device)["fused"]
+            threshold, _ = choose_threshold(vm, fg_binary_labels(val_ds.labels, background))
+    if crf:
+        from .crf import CRFParams
+
+        params = CRFParams() if crf is True else crf
+        # in-process (workers=1): a forked CRF pool can hang inside a Jupyter kernel whose torch
+        # threads are running; 96x128 frames take ~10 ms each
+        probs = refine_masks(list(ds.uint8_images()), maps, threshold=threshold, params=params, workers=crf_workers,
+                             progress=progress)
+        masks = torch.from_numpy(probs >= 0.5)
+    else:
+        masks = maps >= threshold
+    return {"masks": masks.to(torch.float16), "threshold": float(threshold), "maps": maps}
+
+
+def fg_binary_labels(labels: torch.Tensor, background: Sequence[int], ignore_index: int = 255) -> torch.Tensor:
+    """Class labels ``(N, H, W)`` -> fg/bg labels (1 = any non-background class, 255 kept)."""
+    lab = labels.long()
+    isbg = torch.isin(lab, torch.as_tensor(list(background), dtype=torch.long))
+    out = torch.where(lab != ignore_index, (~isbg).long(), torch.full_like(lab, ignore_index))
+    return out
+
+
+def single_bg_label_map(info, train_labels: torch.Tensor) -> torch.Tensor:
+    """Output index -> dataset class of a single-background model: ``[bg*, fg_1, ..., fg_K]``, where
+    ``bg*`` is the background class with the most pixels in ``train_labels`` (see module doc)."""
+    lab = train_labels.long().flatten()
+    lab = lab[lab != info.ignore_index]
+    counts = torch.bincount(lab, minlength=info.num_classes)
+    bg = list(info.background)
+    best = bg[int(torch.argmax(counts[bg]))] if bg else 0
+    return torch.as_tensor([best] + list(info.foreground), dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------------ models
+def default_model_config(**overrides) -> dict:
+    """Architecture settings of the video models (the ``video_seg`` preset fills them)."""
+    cfg = {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1], "head": "largefov",
+           "head_width": 128, "head_dilation": 4, "dropout": 0.3, "motion_widths": [8, 16, 32, 32, 32],
+           "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1}
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise InvalidInputError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(cfg)}")
+    cfg.update(overrides)
+    return cfg
+
+
+def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
+    """The network for ``kind`` (see module docstring); ``model_cfg`` as :func:`default_model_config`."""
+    from .models.backbones import build_backbone
+    from .models.deeplab import SegNet
+    from .models.two_stream import TwoStreamNet
+
+    if kind not in KINDS:
+        raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
+    cfg = default_model_config(**model_cfg)
+    bb_kw = {"widths": cfg["widths"], "depths": cfg["depths"]} if cfg["backbone"] == "small_vgg" else {}
+    n_out = len(info.foreground) + 1 if kind == "single_bg" else info.num_classes
+    seg = SegNet(build_backbone(cfg["backbone"], **bb_kw), n_out, head=cfg["head"], width=cfg["head_width"],
+                 dilation=cfg["head_dilation"], dropout=cfg["dropout"])
+    if kind != "two_stream":
+        return seg
+    motion = build_backbone("small_vgg", widths=cfg["motion_widths"], depths=cfg["motion_depths"], in_channels=3,
+                            input_norm="unit")
+    return TwoStreamNet(seg, motion, fuse_stage=cfg["fuse_stage"], late_fusion=cfg["late_fusion"],
+                        fusion_kernel=cfg["fusion_kernel"])
+
+
+def copy_matching(dst: torch.nn.Module, src: torch.nn.Module) -> int:
+    """Copy every parameter/buffer of ``src`` whose name and shape match one of ``dst``; returns the count."""
+    d = dst.state_dict()
+    n = 0
+    for k, v in src.state_dict().items():
+        if k in d and d[k].shape == v.shape:
+            d[k] = v.clone()
+            n += 1
+    dst.load_state_dict(d)
+    return n
+
+
+def init_from_classifier(model: torch.nn.Module, classifier: torch.nn.Module) -> int:
+    """Initialise a video model's RGB backbone(s) from the tag classifier's backbone where the
+    stages match (the papers initialise from the classification net); returns tensors copied."""
+    src = classifier.backbone
+    if hasattr(model, "appearance"):
+        n = copy_matching(model.appearance.backbone, src)
+        return n + copy_matching(model.spatiotemporal.backbone, src)
+    return copy_matching(model.backbone, src)
+
+
+def video_loss_step(kind: str, fg_classes: Sequence[int] = (), pooling: str = "mean", absent_pooling: str = "max",
+                    augment: bool = True):
+    """``loss_step(model, batch, device)`` for :func:`wsss_lib.train.fit` (see module docstring).
+
+    The batch carries ``regions`` uint8 (appearance / two_stream), ``fg_mask`` (single_bg),
+    ``flow`` (two_stream); ``pooling``/``absent_pooling`` go to the region loss.
+    """
+    from .losses import cross_entropy, fgbg_prior_loss, region_loss
+
+    if kind not in KINDS:
+        raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
+    fg = torch.as_tensor(list(fg_classes), dtype=torch.long)
+
+    def step(model, batch, device):
+        if augment:
+            batch = hflip_video_batch(batch)
+        logits = model_logits(model, batch, device)
+        if kind == "full":
+            return cross_entropy(logits, batch["label"].to(device))
+        tags = batch["tags"].to(device).float()
+        if kind == "single_bg":
+            return fgbg_prior_loss(logits, tags[:, fg.to(device)], batch["fg_mask"].to(device).float(), pooling,
+                                   absent_pooling)
+        regions = batch["regions"].to(device)
+        regions = regions.float().div_(255.0) if regions.dtype == torch.uint8 else regions.float()
+        return region_loss(logits, regions, tags, pooling, absent_pooling)
+
+    return step
+
+
+def train_video_model(kind: str, model: torch.nn.Module, train_ds, info, *, regions: torch.Tensor | None = None,
+                      fg_masks: torch.Tensor | None = None, steps: int = 300, batch_size: int = 16, lr: float = 2e-3,
+                      optimizer: str = "adamw", weight_decay: float = 1e-4, pooling: str = "mean",
+                      absent_pooling: str = "max", augment: bool = True, **fit_kw) -> dict:
+    """Train one video model with :func:`wsss_lib.train.fit`; returns its history.
+
+    ``regions`` uint8 ``(N, C, H, W)`` (:func:`compute_regions`) for appearance / two_stream;
+    ``fg_masks`` ``(N, H, W)`` in [0, 1] (:func:`compute_fgbg_masks`) for single_bg.
+    ``fit_kw``: device, seed, checkpoint_path, resume, amp, config, progress, ...
+    """
+    from .train import fit
+
+    if kind not in KINDS:
+        raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
+    extra = {}
+    if kind in ("appearance", "two_stream"):
+        if regions is None or regions.shape[0] != len(train_ds):
+            raise InvalidInputError(f"kind={kind!r} needs regions (N={len(train_ds)}, C, H, W) from compute_regions")
+        extra["regions"] = regions
+    if kind == "single_bg":
+        if fg_masks is None or fg_masks.shape[0] != len(train_ds):
+            raise InvalidInputError(f"kind='single_bg' needs fg_masks (N={len(train_ds)}, H, W) from compute_fgbg_masks")
+        extra["fg_mask"] = fg_masks
+    if kind == "two_stream" and "flow" not in train_ds.extra:
+        raise InvalidInputError("kind='two_stream' needs flow: load the data with a flow cache (load_video_data)")
+    ds = train_ds.with_extra(**extra) if extra else train_ds
+    fit_kw.setdefault("desc", f"video[{kind}]")
+    step = video_loss_step(kind, info.foreground, pooling, absent_pooling, augment)
+    return fit(model, ds, step, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
+               weight_decay=weight_decay, **fit_kw)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def predict_video(model: torch.nn.Module, ds, device=None, batch_size: int = 32, amp: bool = True,
+                  label_map: torch.Tensor | None = None, return_probs: bool = False):
+    """Label maps int64 ``(N, H, W)`` of every frame (in dataset classes when ``label_map``
+    ``(n_out,)`` maps the model's outputs to them); with ``return_probs`` also the softmax
+    ``(N, n_out, H, W)`` float16."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was = model.training
+    model.eval()
+    preds, probs = [], []
+    H, W = ds.images.shape[-2:]
+    try:
+        for s in range(0, len(ds), batch_size):
+            batch = ds.get_batch(np.arange(s, min(len(ds), s + batch_size)))
+            with autocast(device, amp):
+                lg = model_logits(model, batch, device)
+            lg = F.interpolate(lg.float(), size=(H, W), mode="bilinear", align_corners=False)
+            p = lg.argmax(1).cpu()
+            if label_map is not None:
+                p = label_map.cpu()[p]
+            preds.append(p)
+            if return_probs:
+                probs.append(torch.softmax(lg, 1).half().cpu())
+    finally:
+        model.train(was)
+    pred = torch.cat(preds)
+    return (pred, torch.cat(probs)) if return_probs else pred
+
+
+def video_scores(cm: ConfusionMatrix, info) -> dict:
+    """``{"miou", "bg_miou", "fg_miou", "moving_miou", "pixel_acc", "iou": {class: IoU}}`` (NaN-free means)."""
+    s = cm.summary(info.classes)
+    out = {"miou": s["miou"], "pixel_acc": s["pixel_acc"], "bg_miou": cm.miou(info.background),
+           "fg_miou": cm.miou(info.foreground), "iou": s["iou"]}
+    out["moving_miou"] = cm.miou(info.moving) if info.moving else float("nan")
+    return out
+
+
+def evaluate_predictions(pred: torch.Tensor, labels: torch.Tensor, info) -> dict:
+    """:func:`video_scores` of label maps ``pred`` vs ``labels`` (both ``(N, H, W)``)."""
+    cm = ConfusionMatrix(info.num_classes, info.ignore_index)
+    cm.update(labels.long(), pred.long())
+    return video_scores(cm, info)
+
+
+def evaluate_video(model: torch.nn.Module, ds, info, device=None, batch_size: int = 32,
+                   label_map: torch.Tensor | None = None, oracle_bg: bool = False, amp: bool = True) -> dict:
+    """Scores of ``model`` on every frame with GT in ``ds`` (:func:`video_scores`).
+
+    ``label_map``: for a single-background model (:func:`single_bg_label_map`). ``oracle_bg``
+    adds ``"oracle_bg"``: the scores when the model's background pixels on true-background pixels
+    get their true class (the ceiling of any way of naming a single background label).
+    """
+    pred = predict_video(model, ds, device, batch_size, amp, label_map)
+    res = evaluate_predictions(pred, ds.labels, info)
+    if oracle_bg:
+        if label_map is None:
+            raise InvalidInputError("oracle_bg needs the label_map of a single-background model")
+        lab = ds.labels.long()
+        bgset = torch.zeros(max(info.num_classes, 256), dtype=torch.bool)
+        bgset[list(info.background)] = True
+        fix = (pred == label_map[0]) & bgset[lab.clamp(0, 255)] & (lab != info.ignore_index)
+        res["oracle_bg"] = evaluate_predictions(torch.where(fix, lab, pred), ds.labels, info)
+    return res
+
+
+def pseudo_label_scores(regions: torch.Tensor, labels: torch.Tensor, info) -> dict:
+    """How good the training supervision is: the regions' argmax vs GT (unassigned pixels are
+    left out) -> :func:`video_scores` + ``"coverage"`` (fraction of pixels assigned)."""
+    from .heatmaps import regions_to_label
+
+    lab = regions_to_label(regions.float(), info.ignore_index)
+    target = torch.where(lab == info.ignore_index, torch.full_like(labels.long(), info.ignore_index), labels.long())
+    res = evaluate_predictions(lab.clamp(max=info.num_classes - 1), target, info)
+    res["coverage"] = float((lab != info.ignore_index).float().mean())
+    return res
+
+
+def binary_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for ``positive`` (1-D tensors; ties averaged)."""
+    s = scores.flatten().double()
+    y = positive.flatten().bool()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = torch.from_numpy(rankdata(s.numpy()))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def motion_statistics(ds, info, max_pixels: int = 400_000, seed: int = 0) -> dict:
+    """What the motion stream sees: mean encoded flow magnitude (channel 2 of the flow image, in
+    [0, 1]) per class, and the AUROC of that magnitude as a detector of moving-class pixels
+    (0.5 = no information). Pixels with ignore labels are left out; at most ``max_pixels`` are
+    sampled for the AUROC."""
+    if "flow" not in ds.extra:
+        raise InvalidInputError("motion_statistics needs a dataset loaded with flow (load_video_data)")
+    mag = ds.extra["flow"][:, 2].float().div(255.0)
+    lab = ds.labels.long()
+    valid = lab != info.ignore_index
+    per_class = {}
+    for c, name in enumerate(info.classes):
+        m = (lab == c) & valid
+        per_class[name] = float(mag[m].mean()) if m.any() else None
+    moving = torch.isin(lab, torch.as_tensor(list(info.moving) or [-1]))
+    v, y = mag[valid], moving[valid]
+    if v.numel() > max_pixels:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(v.numel(), generator=g)[:max_pixels]
+        v, y = v[idx], y[idx]
+    return {"mean_magnitude": per_class, "moving_auc": binary_auc(v, y),
+            "moving_mean": float(mag[moving & valid].mean()) if (moving & valid).any() else None,
+            "static_mean": float(mag[~moving & valid].mean()) if (~moving & valid).any() else None}
