@@ -68,6 +68,8 @@ def _check_maps(maps: torch.Tensor, name: str = "maps") -> None:
                                 f"{tuple(maps.shape) if torch.is_tensor(maps) else type(maps).__name__}")
     if not maps.is_floating_point():
         raise InvalidInputError(f"{name} must be floating point, got {maps.dtype}")
+    if not torch.isfinite(maps).all():
+        raise InvalidInputError(f"{name} contain NaN or Inf values (a diverged classifier? check its training loss)")
 
 
 def normalise_maps(maps: torch.Tensor, method: str = "minmax", eps: float = 1e-6) -> torch.Tensor:

@@ -102,6 +102,9 @@ def fuse_activations(stages: dict[str, torch.Tensor], layers: Sequence[str] = ("
     b = maps[0].shape[0]
     if any(m.shape[0] != b for m in maps):
         raise InvalidInputError("all stage activations must have the same batch size")
+    for name in layers:
+        if not torch.isfinite(stages[name]).all():
+            raise InvalidInputError(f"activations of {name} contain NaN or Inf (a diverged network? check its training loss)")
     areas = [m.shape[-2] * m.shape[-1] for m in maps]
     pick = int(np.argmax(areas)) if align == "largest" else int(np.argmin(areas))
     size = tuple(maps[pick].shape[-2:])
