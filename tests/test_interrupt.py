@@ -21,13 +21,18 @@ SCRIPT = textwrap.dedent('''
     from test_train import _toy, TINY
     from wsss_lib.models import SmallVGG, TagClassifier
     from wsss_lib.train import train_classifier
-    slow = float(sys.argv[2])
+    block = int(sys.argv[2])
     torch.manual_seed(0)
     model = TagClassifier(SmallVGG(**TINY), 2, hidden=8)
     ds = _toy()
-    if slow:  # give the parent time to kill us mid-training
-        get = ds.__class__.__getitem__
-        ds.__class__.__getitem__ = lambda self, i: (time.sleep(slow), get(self, i))[1]
+    if block:  # after `block` batches (past a checkpoint), hang until the parent kills us
+        get, calls = ds.__class__.get_batch, [0]
+        def slow_get(self, idx):
+            calls[0] += 1
+            if calls[0] > block:
+                time.sleep(3600)
+            return get(self, idx)
+        ds.__class__.get_batch = slow_get
     train_classifier(model, ds, classes=[1, 2], steps=12, batch_size=4, lr=0.01, optimizer="sgd", device="cpu",
                      seed=5, checkpoint_path=sys.argv[1], checkpoint_every=2, config={{"x": 1}}, progress=False,
                      amp=False)
@@ -35,20 +40,20 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _launch(tmp_path: Path, ckpt: Path, slow: float) -> subprocess.Popen:
+def _launch(tmp_path: Path, ckpt: Path, block: int) -> subprocess.Popen:
     script = tmp_path / "train_job.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
-    return subprocess.Popen([sys.executable, str(script), str(ckpt), str(slow)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, str(script), str(ckpt), str(block)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    full = _launch(tmp_path, tmp_path / "full.pt", 0.0)
+    full = _launch(tmp_path, tmp_path / "full.pt", 0)
     out, err = full.communicate(timeout=300)
     assert full.returncode == 0, err
 
-    job = _launch(tmp_path, tmp_path / "killed.pt", 0.02)
-    deadline = time.time() + 240
+    job = _launch(tmp_path, tmp_path / "killed.pt", 6)  # hangs fetching batch 7
+    deadline = time.time() + 600
     while time.time() < deadline:  # wait until a mid-training checkpoint exists, then SIGKILL
         if (tmp_path / "killed.pt").is_file():
             ck = load_checkpoint(tmp_path / "killed.pt")
@@ -63,7 +68,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     killed_at = load_checkpoint(tmp_path / "killed.pt")  # still a valid checkpoint (atomic writes)
     assert not killed_at["complete"] and killed_at["step"] < 11
 
-    resumed = _launch(tmp_path, tmp_path / "killed.pt", 0.0)
+    resumed = _launch(tmp_path, tmp_path / "killed.pt", 0)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     a, b = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "killed.pt")
