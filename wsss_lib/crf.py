@@ -193,11 +193,20 @@ def _work(args):
 
 
 def _pool_context():
-    # Not "fork": forking a multi-threaded parent (a Jupyter kernel's zmq threads, torch/OpenMP
-    # pools) can deadlock the children, which hung notebook runs. "forkserver" forks from a clean
-    # single-threaded server; the workers import only numpy, pydensecrf and this module.
+    """Start method of the CRF worker pool.
+
+    Inside a Jupyter/IPython kernel: ``forkserver`` — forking the kernel itself (zmq threads,
+    torch/OpenMP pools) can deadlock a child, which hung notebook runs; the kernel's ``__main__``
+    has no file, so nothing is re-imported. Elsewhere (scripts, CLI, tests): ``fork`` — cheap, and
+    unlike forkserver/spawn it does not re-run a user's script that lacks an
+    ``if __name__ == "__main__":`` guard.
+    """
+    import sys
+
     methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "ipykernel" in sys.modules or "fork" not in methods:
+        return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return mp.get_context("fork")
 
 
 def crf_batch(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: "CRFParams | dict | None" = None,

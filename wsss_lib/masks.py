@@ -124,13 +124,12 @@ def cam_maps(score_maps: torch.Tensor, tags: torch.Tensor, out_size: tuple[int, 
     """CAM baseline: ``score_maps`` ``(B, K, h, w)`` (the classifier's class maps), ``tags`` ``(B, K)``
     {0, 1} -> ``(B, H, W)`` in [0, 1]: each present class's map normalised on its own
     (``"max"``: ReLU then divide by the max, the usual CAM recipe; or ``"minmax"``), then the max
-    over present classes. Images without tags get the map of their top-scoring class."""
+    over present classes, all at score-map resolution; the result is then upsampled to ``out_size``.
+    Images without tags get the map of their top-scoring class."""
     if score_maps.ndim != 4 or tags.ndim != 2 or tuple(tags.shape) != tuple(score_maps.shape[:2]):
         raise InvalidInputError(f"score_maps must be (B, K, h, w) and tags (B, K); got {tuple(score_maps.shape)}, "
                                 f"{tuple(tags.shape)}")
     sm = score_maps.float()
-    if out_size is not None and tuple(sm.shape[-2:]) != tuple(out_size):
-        sm = F.interpolate(sm, size=tuple(out_size), mode="bilinear", align_corners=False)
     b, k, h, w = sm.shape
     norm = normalize_maps(sm.reshape(b * k, h, w), normalize).reshape(b, k, h, w)
     present = tags.to(sm.device) > 0.5
@@ -140,7 +139,8 @@ def cam_maps(score_maps: torch.Tensor, tags: torch.Tensor, out_size: tuple[int, 
         present = present.clone()
         present[none, top[none]] = True
     norm = norm.masked_fill(~present[:, :, None, None], 0.0)
-    return norm.amax(1)
+    cam = norm.amax(1)  # normalised and maxed at score-map resolution; one map per image is upsampled
+    return _resize(cam, out_size) if out_size is not None else cam
 
 
 def floor_mask(shape: tuple[int, ...]) -> torch.Tensor:
