@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from wsss_lib.errors import InvalidInputError
-from wsss_lib.losses import (cross_entropy, fgbg_prior_loss, fgbg_regions, pool_region, region_loss,
+from wsss_lib.losses import (cross_entropy, fgbg_prior_loss, fgbg_regions, pool_region, region_loss, upsample,
+                             upsample_adjoint,
                              tags_only_loss)
 
 POOLINGS = ["mean", "max", "lse", "pixel"]
@@ -130,6 +131,62 @@ def test_pool_region_values():
     lse = pool_region(v, w, "lse", r=5.0).item()
     assert 0.3 < lse < 0.5
     assert pool_region(v, w, "pixel").item() == pytest.approx(sum(math.log(x) for x in (0.1, 0.5, 0.3)) / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "lse", "pixel"])
+def test_pool_region_whole_image_and_broadcast_weights(pooling):
+    """``weights=None`` (the whole image, the absent term's fast path) equals all-ones weights, and
+    an ``expand``-ed weight view equals the materialised tensor, values and gradients alike."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(2, 3, 5, 4, generator=g).clamp(0.01, 1).requires_grad_(True)
+    fast = pool_region(v, None, pooling)
+    (gf,) = torch.autograd.grad(fast.sum(), v)
+    slow = pool_region(v, torch.ones_like(v), pooling)
+    (gs,) = torch.autograd.grad(slow.sum(), v)
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(gf, gs)
+    m = torch.rand(2, 1, 5, 4, generator=g)
+    torch.testing.assert_close(pool_region(v, m.expand(-1, 3, -1, -1), pooling),
+                               pool_region(v, m.expand(-1, 3, -1, -1).contiguous(), pooling))
+    with pytest.raises(InvalidInputError):
+        pool_region(v, None, "median")
+
+
+@pytest.mark.parametrize("low,high", [((12, 12), (96, 96)), ((5, 7), (37, 50)), ((4, 4), (4, 4)), ((6, 8), (3, 5))])
+def test_upsample_adjoint_is_the_transpose(low, high):
+    g = torch.Generator().manual_seed(1)
+    s = torch.rand(2, 3, *low, generator=g, dtype=torch.float64)
+    r = torch.rand(2, 3, *high, generator=g, dtype=torch.float64)
+    lhs = (upsample(s, high) * r).sum()
+    rhs = (s * upsample_adjoint(r, low).double()).sum()
+    assert lhs.item() == pytest.approx(rhs.item(), rel=1e-5)
+
+
+def test_mean_region_loss_matches_upsample_then_pool():
+    """The low-resolution fast path equals the textbook computation (upsample, pool, -log), values
+    and gradients, for non-integer scale factors too."""
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 4, 7, 9, generator=g, requires_grad=True)
+    regions = torch.rand(3, 4, 45, 61, generator=g) * (torch.rand(3, 4, 1, 1, generator=g) > 0.3)
+    present = torch.tensor([[1.0, 1, 0, 0], [1, 0, 1, 1], [0, 1, 0, 1]])
+    fast = region_loss(logits, regions, present, "mean", absent_weight=0.0, reduction="none")
+    (g_fast,) = torch.autograd.grad(fast.sum(), logits)
+    probs = upsample(torch.softmax(logits, 1), (45, 61))
+    pooled = (probs * regions).flatten(2).sum(-1) / regions.flatten(2).sum(-1).clamp(min=1e-5)
+    w = present * (regions.flatten(2).sum(-1) > 0)
+    ref = (-torch.log(pooled.clamp(min=1e-5)) * w).sum(1) / w.sum(1).clamp(min=1.0)
+    (g_ref,) = torch.autograd.grad(ref.sum(), logits)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_is_float32_under_autocast():
+    logits, tags, mask = _setup()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = fgbg_prior_loss(logits.bfloat16(), tags, mask)
+    b = fgbg_prior_loss(logits.bfloat16().float(), tags, mask)
+    assert a.dtype == torch.float32
+    torch.testing.assert_close(a, b)
 
 
 def test_checkmask_rejected_images_use_tag_term():

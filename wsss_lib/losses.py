@@ -6,7 +6,10 @@ C output classes, upsampled to the region resolution ``(H, W)``:
     L = 1/|P| sum_{k in P} -log( pool_{R_k} S^k )   +   sum_{k in P_sep} -log( pool_{R_k} S^k )
         + 1/|A| sum_{k in A} -log( 1 - pool_image S^k )
 
-``P`` = present classes (their region ``R_k`` is a soft weight map in [0, 1]), ``A`` = absent
+``pool_image`` (the absent term) pools the score map at its own resolution ``(h, w)`` [ours];
+``"mean"`` pooling of the present term is computed exactly at that resolution too, through the
+transpose of the upsampling (:func:`upsample_adjoint`), so the loss costs less than a
+cross-entropy step. ``P`` = present classes (their region ``R_k`` is a soft weight map in [0, 1]), ``A`` = absent
 classes, ``P_sep`` = present classes listed in ``separate`` (added with weight 1 each instead of
 being averaged with the others; paper 1's background term). ``pool`` is a weighted spatial pooling:
 ``"mean"`` (sum w S / sum w), ``"max"`` (max over pixels with w > 0), ``"lse"`` (soft max,
@@ -28,6 +31,8 @@ pooling only reaches each absent class's arg-max pixel. ``tests/test_losses.py``
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -44,12 +49,25 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def pool_region(values: torch.Tensor, weights: torch.Tensor, pooling: str = "mean", r: float = 5.0,
+def pool_region(values: torch.Tensor, weights: torch.Tensor | None, pooling: str = "mean", r: float = 5.0,
                 eps: float = 1e-6) -> torch.Tensor:
     """Weighted spatial pooling of probabilities ``values`` ``(B, C, H, W)`` in [0, 1] over
-    ``weights`` ``(B, C, H, W)`` in [0, 1] -> ``(B, C)``. For ``"pixel"`` this returns the weighted
-    mean of ``log(values)`` (a log-probability, not a probability)."""
-    flat_v, flat_w = values.flatten(2), weights.flatten(2)
+    ``weights`` ``(B, C, H, W)`` in [0, 1] (broadcast views, e.g. ``expand``, are fine; ``None`` =
+    the whole image) -> ``(B, C)``. For ``"pixel"`` this returns the weighted mean of
+    ``log(values)`` (a log-probability, not a probability)."""
+    if pooling not in POOLINGS:
+        raise InvalidInputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    flat_v = values.flatten(2)
+    if weights is None:  # whole image: plain reductions, no weight tensor
+        if pooling == "mean":
+            return flat_v.mean(-1)
+        if pooling == "max":
+            return flat_v.amax(-1)
+        if pooling == "lse":
+            n = torch.log(torch.tensor(float(flat_v.shape[-1]), dtype=flat_v.dtype, device=flat_v.device))
+            return ((torch.logsumexp(r * flat_v, dim=-1) - n) / r).clamp(0.0, 1.0)
+        return torch.log(flat_v.clamp(min=eps)).mean(-1)
+    flat_w = weights.flatten(2)
     wsum = flat_w.sum(-1)
     if pooling == "mean":
         return (flat_v * flat_w).sum(-1) / wsum.clamp(min=eps)
@@ -63,9 +81,28 @@ def pool_region(values: torch.Tensor, weights: torch.Tensor, pooling: str = "mea
         logw = torch.log(flat_w.clamp(min=eps)).masked_fill(flat_w <= 0, float("-inf"))
         lse = torch.logsumexp(r * flat_v + logw, dim=-1) - torch.log(wsum.clamp(min=eps))
         return (lse / r).clamp(0.0, 1.0)
-    if pooling == "pixel":
-        return (torch.log(flat_v.clamp(min=eps)) * flat_w).sum(-1) / wsum.clamp(min=eps)
-    raise InvalidInputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return (torch.log(flat_v.clamp(min=eps)) * flat_w).sum(-1) / wsum.clamp(min=eps)
+
+
+@functools.lru_cache(maxsize=32)
+def _interp_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """``(n_out, n_in)`` matrix of 1-D linear interpolation exactly as ``F.interpolate`` does it
+    (``align_corners=False``); bilinear 2-D resizing is ``A_h X A_w^T`` with two of these."""
+    eye = torch.eye(n_in, dtype=torch.float64)[:, None, :]  # (n_in, 1, n_in): one basis vector per row
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :].T.contiguous()
+
+
+def upsample_adjoint(weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The transpose of :func:`upsample`: ``weights`` ``(B, C, H, W)`` -> ``(B, C, h, w)`` with
+    ``<upsample(S), weights> == <S, upsample_adjoint(weights)>`` for every ``S`` ``(B, C, h, w)``.
+
+    Lets a weighted *mean* over the upsampled map be computed at the score-map resolution, without
+    upsampling (or back-propagating through) the ``(B, C, H, W)`` probabilities."""
+    h, w = size
+    H, W = weights.shape[-2:]
+    a_h = _interp_matrix(h, H).to(weights.device, torch.float32)  # (H, h)
+    a_w = _interp_matrix(w, W).to(weights.device, torch.float32)  # (W, w)
+    return a_h.T @ (weights.float() @ a_w)
 
 
 def _check(seg_logits, regions=None, present=None):
@@ -93,25 +130,31 @@ def region_loss(seg_logits: torch.Tensor, regions: torch.Tensor, present: torch.
     if pooling not in POOLINGS or absent_pooling not in ("mean", "max", "lse"):
         raise InvalidInputError(f"pooling must be one of {POOLINGS} and absent_pooling one of mean/max/lse; "
                                 f"got {pooling!r}, {absent_pooling!r}")
-    probs = torch.softmax(seg_logits.float(), dim=1)
-    probs = upsample(probs, regions.shape[-2:])
-    regions = regions.to(probs.dtype)
-    present = present.to(probs.dtype)
-    b, c = present.shape
-    nonempty = (regions.flatten(2).sum(-1) > 0).to(probs.dtype)
-    pres = present * nonempty
-    sep = torch.zeros(c, dtype=probs.dtype, device=probs.device)
-    if separate:
-        sep[list(separate)] = 1.0
-    pooled = pool_region(probs, regions, pooling, lse_r, eps)
-    nll = -pooled if pooling == "pixel" else -torch.log(pooled.clamp(min=eps))
-    avg_w = pres * (1 - sep)
-    present_term = (nll * avg_w).sum(1) / avg_w.sum(1).clamp(min=1.0) + (nll * pres * sep).sum(1)
-    absent = 1.0 - present
-    ones = torch.ones_like(probs[:, :1]).expand_as(probs)
-    pooled_abs = pool_region(probs, ones, absent_pooling, lse_r, eps)
-    abs_nll = -torch.log((1.0 - pooled_abs).clamp(min=eps))
-    absent_term = (abs_nll * absent).sum(1) / absent.sum(1).clamp(min=1.0)
+    with torch.autocast(seg_logits.device.type, enabled=False):  # the loss is always float32
+        probs = torch.softmax(seg_logits.float(), dim=1)  # (B, C, h, w)
+        regions = regions.to(device=probs.device, dtype=probs.dtype)
+        present = present.to(device=probs.device, dtype=probs.dtype)
+        b, c = present.shape
+        wsum = regions.flatten(2).sum(-1)
+        pres = present * (wsum > 0).to(probs.dtype)
+        sep = torch.zeros(c, dtype=probs.dtype, device=probs.device)
+        if separate:
+            sep[list(separate)] = 1.0
+        if pooling == "mean":
+            # exact and cheap: <upsample(S), R> = <S, upsample^T(R)>, all at score-map resolution
+            low = upsample_adjoint(regions, probs.shape[-2:]) if regions.shape[-2:] != probs.shape[-2:] else regions
+            pooled = (probs * low).flatten(2).sum(-1) / wsum.clamp(min=eps)
+        else:  # max / lse / pixel are not linear: pool the upsampled probabilities
+            pooled = pool_region(upsample(probs, regions.shape[-2:]), regions, pooling, lse_r, eps)
+        nll = -pooled if pooling == "pixel" else -torch.log(pooled.clamp(min=eps))
+        avg_w = pres * (1 - sep)
+        present_term = (nll * avg_w).sum(1) / avg_w.sum(1).clamp(min=1.0) + (nll * pres * sep).sum(1)
+        absent = 1.0 - present
+        # absent classes: pooled over the whole score map [ours]; for "max" this is the maximum of
+        # the continuous bilinear surface (an upsampled image's own max can only be slightly lower)
+        pooled_abs = pool_region(probs, None, absent_pooling, lse_r, eps)
+        abs_nll = -torch.log((1.0 - pooled_abs).clamp(min=eps))
+        absent_term = (abs_nll * absent).sum(1) / absent.sum(1).clamp(min=1.0)
     loss = present_term + absent_weight * absent_term
     if reduction == "none":
         return loss
