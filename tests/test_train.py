@@ -10,7 +10,7 @@ from wsss_lib.checkpoint import load_checkpoint
 from wsss_lib.data.base import DatasetInfo
 from wsss_lib.errors import InvalidInputError, WsssError
 from wsss_lib.models import SegNet, SmallVGG, TagClassifier
-from wsss_lib.train import (InMemoryDataset, batch_indices, evaluate_classifier, evaluate_segmentation,
+from wsss_lib.train import (InMemoryDataset, batch_indices, batch_stream, evaluate_classifier, evaluate_segmentation,
                             evaluate_segmentation_both, fit, predict_segmentation, train_classifier,
                             train_segmentation)
 
@@ -117,6 +117,46 @@ def test_generic_dataset_with_collate():
     fit(model, items, lambda m, b, d: m(b["image"].to(d))["logits"].pow(2).mean(), steps=2, batch_size=3, lr=0.01,
         device="cpu", progress=False, collate=collate)
     assert seen == [3, 3]
+
+
+class _DiskLike:
+    """A dataset without ``get_batch`` (read item by item, like SegmentationDataset); item ``bad``
+    raises the error a corrupt file would."""
+
+    def __init__(self, ds, bad=None):
+        self.ds, self.bad = ds, bad
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise InvalidInputError(f"cannot decode image file s{i}.jpg")
+        return self.ds[i]
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 3])
+def test_batch_stream_prefetch_keeps_the_order(prefetch):
+    ds = _toy(n=10)
+    ref = [ds.get_batch(batch_indices(10, 4, 7, s)) for s in range(2, 9)]
+    got = list(batch_stream(_DiskLike(ds), 4, 7, 2, 9, prefetch=prefetch))
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
+def test_prefetched_read_error_reaches_the_caller_and_fit_equals_in_memory(tmp_path):
+    ds = _toy(n=12)
+    with pytest.raises(InvalidInputError, match="s5.jpg"):
+        list(batch_stream(_DiskLike(ds, bad=5), 4, 0, 0, 10, prefetch=2))
+    step = lambda m, b, d: m(b["image"].to(d).float() / 255)["logits"].pow(2).mean()  # noqa: E731
+    losses = []
+    for data, pf in ((ds, 0), (_DiskLike(ds), 2)):
+        torch.manual_seed(0)
+        model = TagClassifier(SmallVGG(**TINY), 2)
+        losses.append(fit(model, data, step, steps=4, batch_size=4, lr=0.01, device="cpu", progress=False,
+                          prefetch=pf, amp=False)["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
 def test_classifier_learns_and_evaluates():

@@ -188,6 +188,42 @@ def _fetch(dataset, idx: np.ndarray, collate) -> dict:
     return (collate or collate_dicts)(items)
 
 
+def batch_stream(dataset, batch_size: int, seed: int, start: int, steps: int, collate: Callable | None = None,
+                 prefetch: int = 2, local: Callable[[np.ndarray], np.ndarray] = lambda idx: idx):
+    """Yield the batches of steps ``start..steps-1`` (indices from :func:`batch_indices`, so the
+    order is the same with or without prefetching, and after a resume).
+
+    ``prefetch`` > 0: that many batches are read ahead in background threads while the model
+    trains (image decoding releases the GIL), which hides disk reads; datasets with ``get_batch``
+    (in memory) are sliced in place instead. ``local`` maps global indices to this rank's share.
+    """
+    n = len(dataset)
+
+    def fetch(step: int) -> dict:
+        return _fetch(dataset, local(batch_indices(n, batch_size, seed, step)), collate)
+
+    if prefetch <= 0 or (collate is None and hasattr(dataset, "get_batch")):
+        for step in range(start, steps):
+            yield fetch(step)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=int(prefetch), thread_name_prefix="wsss-prefetch") as ex:
+        pending = deque(ex.submit(fetch, s) for s in range(start, min(steps, start + int(prefetch))))
+        nxt = start + len(pending)
+        try:
+            while pending:
+                batch = pending.popleft().result()  # a read error surfaces here, with its file name
+                if nxt < steps:
+                    pending.append(ex.submit(fetch, nxt))
+                    nxt += 1
+                yield batch
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def _plain_config(config: dict | None) -> dict:
     return json.loads(json.dumps(config or {}, sort_keys=True, default=str))
 
@@ -210,7 +246,7 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
         checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int = 100, resume: bool = True,
         amp: bool = True, config: dict | None = None, progress: bool = True, collate: Callable | None = None,
         desc: str = "train", stop_after: int | None = None, grad_clip: float | None = None,
-        cpu_bf16: bool | None = None, channels_last: bool | None = None) -> dict:
+        cpu_bf16: bool | None = None, channels_last: bool | None = None, prefetch: int = 2) -> dict:
     """Train ``model`` for ``steps`` optimiser steps; returns the history
     ``{"step": [...], "loss": [...], "lr": [...], "seconds": float, "resumed_from": int, "complete": bool}``.
 
@@ -225,6 +261,8 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
     stop_after: stop after this many total steps without finishing (simulates an interruption).
     amp / cpu_bf16: mixed precision (see :func:`mixed_precision`; ``cpu_bf16=None`` = auto).
     channels_last: NHWC weights (default: on CPU, where oneDNN convolutions are faster with it).
+    prefetch: batches read ahead in background threads for datasets read from disk (0 = off); see
+        :func:`batch_stream`.
     """
     steps, batch_size = int(steps), int(batch_size)
     if steps < 1 or batch_size < 1 or not lr > 0:
@@ -292,13 +330,11 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
         bar = tqdm(total=steps, initial=start, desc=desc, leave=False)
     model.train()
     net = ddp.wrap(model)  # DistributedDataParallel (+ SyncBatchNorm) when distributed, else model
-    n = len(dataset)
-    step = start
+    last = steps if stop_after is None else max(start, min(steps, int(stop_after)))
+    done_steps = start  # steps completed so far
+    batches = batch_stream(dataset, batch_size, seed, start, last, collate, prefetch, ddp.local)
     try:
-        for step in range(start, steps):
-            if stop_after is not None and step >= stop_after:
-                break
-            batch = _fetch(dataset, ddp.local(batch_indices(n, batch_size, seed, step)), collate)
+        for step, batch in zip(range(start, last), batches):
             torch.manual_seed(step_seed(seed, step))
             with mixed_precision(device, amp, cpu_bf16), ddp.step():
                 loss = loss_step(net, batch, device)
@@ -326,15 +362,15 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
                     bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
             if ckpt is not None and ((step + 1) % max(1, checkpoint_every) == 0 or step + 1 == steps):
                 save(step + 1)
-        else:
-            step = steps
+            done_steps = step + 1
     finally:
+        batches.close()  # stops the prefetch threads
         if bar is not None:
             bar.close()
         ddp.restore()
     ddp.barrier()  # distributed: the checkpoint is on disk before any rank goes on
     model.eval()
-    done = step >= steps
+    done = done_steps >= steps
     return {**history, "seconds": time.time() - t0, "resumed_from": start, "complete": done}
 
 
