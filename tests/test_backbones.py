@@ -12,7 +12,7 @@ from wsss_lib.models.classifier import global_pool
 SMALL = dict(widths=(4, 6, 8, 8, 8), depths=(1, 1, 1, 1, 1))
 
 
-@pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.parametrize("output_stride", [4, 8, 16])
 @pytest.mark.parametrize("size", [(32, 32), (40, 56), (33, 47)])
 def test_small_vgg_stage_shapes_and_strides(output_stride, size):
     b = SmallVGG(**SMALL, output_stride=output_stride)
@@ -26,6 +26,14 @@ def test_small_vgg_stage_shapes_and_strides(output_stride, size):
         assert f.shape[:2] == (2, b.channels[name])
         assert f.shape[-2:] == (-(-size[0] // s), -(-size[1] // s)), name
     assert b.strides["conv5"] == output_stride
+
+
+def test_output_stride_4_dilates_conv4_and_conv5_and_bad_stride_raises():
+    b = SmallVGG(**SMALL, output_stride=4)
+    dil = {n: [m.dilation[0] for m in b.stages[n].modules() if isinstance(m, torch.nn.Conv2d)] for n in STAGES}
+    assert dil["conv3"] == [1] and dil["conv4"] == [2] and dil["conv5"] == [4]
+    with pytest.raises(InvalidInputError, match="output_stride"):
+        SmallVGG(**SMALL, output_stride=2)
 
 
 def test_return_stages_is_one_pass_and_optional():

@@ -112,6 +112,16 @@ def test_region_loss_rewards_the_right_region():
     assert float(region_loss(good, regions, present)) < 0.05 < 5.0 < float(region_loss(bad, regions, present))
 
 
+@pytest.mark.parametrize("kind", ["appearance", "two_stream"])
+def test_output_stride_option_reaches_both_streams(tiny, kind):
+    info = tiny["info"]
+    model = build_video_model(kind, info, **{**SMALL, "output_stride": 4}).eval()
+    assert model.output_stride == 4
+    x = torch.rand(1, 3, 48, 64)
+    out = model(x, torch.rand(1, 3, 48, 64)) if kind == "two_stream" else model(x)
+    assert out.shape == (1, info.num_classes, 12, 16)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_build_and_train_each_kind(tiny, kind, tmp_path):
     info = tiny["info"]

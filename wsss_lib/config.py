@@ -76,7 +76,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "video_seg": {
         # the four compared models share one architecture and schedule [ours]
         "default": {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1],
-                    "head": "largefov", "head_width": 128,
+                    "output_stride": 8, "head": "largefov", "head_width": 128,
                     "head_dilation": 4, "dropout": 0.3, "motion_widths": [8, 16, 32, 32, 32],
                     "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1,
                     "steps": 300, "batch_size": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001,

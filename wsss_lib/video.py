@@ -220,7 +220,8 @@ def single_bg_label_map(info, train_labels: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ models
 def default_model_config(**overrides) -> dict:
     """Architecture settings of the video models (the ``video_seg`` preset fills them)."""
-    cfg = {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1], "head": "largefov",
+    cfg = {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1], "output_stride": 8,
+           "head": "largefov",
            "head_width": 128, "head_dilation": 4, "dropout": 0.3, "motion_widths": [8, 16, 32, 32, 32],
            "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1}
     unknown = set(overrides) - set(cfg)
@@ -240,6 +241,7 @@ def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
         raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
     cfg = default_model_config(**model_cfg)
     bb_kw = {"widths": cfg["widths"], "depths": cfg["depths"]} if cfg["backbone"] == "small_vgg" else {}
+    bb_kw["output_stride"] = cfg["output_stride"]
     n_out = len(info.foreground) + 1 if kind == "single_bg" else info.num_classes
     seg = SegNet(build_backbone(cfg["backbone"], **bb_kw), n_out, head=cfg["head"], width=cfg["head_width"],
                  dilation=cfg["head_dilation"], dropout=cfg["dropout"])

@@ -132,13 +132,16 @@ def _conv_block(cin: int, cout: int, n: int, dilation: int = 1, batch_norm: bool
     return layers
 
 
-def _stage_pools(output_stride: int) -> tuple[list, int]:
-    """Pool before each stage (None = no pool) and conv5's dilation for output stride 8 or 16."""
+def _stage_pools(output_stride: int) -> tuple[list, list]:
+    """Pool before each stage (None = no pool, "s1" = 3x3 stride-1 pool) and each stage's dilation,
+    for output stride 4, 8 or 16 (the stages after the last stride-2 pool are dilated, DeepLab-style)."""
+    if output_stride == 4:
+        return [None, "s2", "s2", "s1", "s1"], [1, 1, 1, 2, 4]
     if output_stride == 8:
-        return [None, "s2", "s2", "s2", "s1"], 2
+        return [None, "s2", "s2", "s2", "s1"], [1, 1, 1, 1, 2]
     if output_stride == 16:
-        return [None, "s2", "s2", "s2", "s2"], 1
-    raise InvalidInputError(f"output_stride must be 8 or 16, got {output_stride}")
+        return [None, "s2", "s2", "s2", "s2"], [1, 1, 1, 1, 1]
+    raise InvalidInputError(f"output_stride must be 4, 8 or 16, got {output_stride}")
 
 
 def _pool(kind: str | None) -> list[nn.Module]:
@@ -158,7 +161,8 @@ class SmallVGG(Backbone):
     depths: 3x3 convs per stage (VGG-16: 2, 2, 3, 3, 3).
     in_channels: 3 for RGB, 3 for an encoded flow image, etc.
     input_norm: "imagenet" (RGB), "unit", "none" or (mean, std).
-    output_stride: 8 (DeepLab layout, default) or 16 (plain VGG).
+    output_stride: 8 (DeepLab layout, default), 16 (plain VGG) or 4 (finer maps for small images
+        and small objects [ours]: conv4 and conv5 keep stride 4, dilated 2 and 4).
     batch_norm: BN after every conv (makes from-scratch training fast and stable).
     """
 
@@ -167,13 +171,13 @@ class SmallVGG(Backbone):
         widths, depths = [int(w) for w in widths], [int(d) for d in depths]
         if len(widths) != 5 or len(depths) != 5 or min(widths) < 1 or min(depths) < 1:
             raise InvalidInputError(f"widths and depths need 5 positive entries (conv1..conv5); got {widths}, {depths}")
-        pools, dil5 = _stage_pools(output_stride)
+        pools, dils = _stage_pools(output_stride)
         stages, channels, strides = OrderedDict(), OrderedDict(), OrderedDict()
         cin, stride = in_channels, 1
         for i, name in enumerate(STAGES):
             if pools[i] == "s2":
                 stride *= 2
-            dil = dil5 if name == "conv5" else 1
+            dil = dils[i]
             stages[name] = nn.Sequential(*_pool(pools[i]), *_conv_block(cin, widths[i], depths[i], dil, batch_norm))
             channels[name], strides[name] = widths[i], stride
             cin = widths[i]
@@ -225,7 +229,7 @@ class VGG16Backbone(Backbone):
     TORCH_HOME cache; offline without them -> one :class:`WsssError` saying how to provide them);
     a path -> a local ``.pth`` state dict of ``torchvision.models.vgg16``; ``None``/``False`` ->
     random init (no download). ``output_stride=8`` (default) = DeepLab layout: pool4 3x3 stride 1
-    and dilated conv5.
+    and dilated conv5 (4: pool3 and pool4 stride 1, conv4/conv5 dilated 2/4; 16: plain VGG).
     """
 
     def __init__(self, pretrained: str | bool | None = None, output_stride: int = 8, in_channels: int = 3,
@@ -244,7 +248,7 @@ class VGG16Backbone(Backbone):
         if in_channels != 3:
             old = feats[0]
             feats[0] = nn.Conv2d(in_channels, old.out_channels, 3, padding=1)
-        pools, dil5 = _stage_pools(output_stride)
+        pools, dils = _stage_pools(output_stride)
         stages, channels, strides = OrderedDict(), OrderedDict(), OrderedDict()
         stride = 1
         for i, name in enumerate(STAGES):
@@ -253,8 +257,8 @@ class VGG16Backbone(Backbone):
             mods = _pool(pools[i])
             for j in _VGG16_CONVS[name]:
                 conv = feats[j]
-                if name == "conv5" and dil5 > 1:
-                    conv.dilation, conv.padding = (dil5, dil5), (dil5, dil5)
+                if dils[i] > 1:
+                    conv.dilation, conv.padding = (dils[i], dils[i]), (dils[i], dils[i])
                 mods += [conv, nn.ReLU(inplace=True)]
             stages[name] = nn.Sequential(*mods)
             channels[name], strides[name] = feats[_VGG16_CONVS[name][-1]].out_channels, stride
