@@ -7,23 +7,13 @@ folder, writes its metrics as JSON into ``--out`` and prints that file's path.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes
+from ._shared import add_pipeline_args, write_metrics
 
 
 def _common(p) -> None:
-    p.add_argument("--data-root", default=None, help="data root (default: $WSSS_DATA_ROOT or <repo>/data)")
-    p.add_argument("--dataset", default="toy_objects", help="dataset name (default toy_objects)")
-    p.add_argument("--out", default="runs/paper1", help="output folder (checkpoints, masks, metrics JSON)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="quick (CI-sized) settings")
-    p.add_argument("--resume", dest="resume", action="store_true", default=True,
-                   help="reuse/continue matching checkpoints (default)")
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="retrain from scratch")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    add_pipeline_args(p, "toy_objects", "runs/paper1", resume=True)
 
 
 def register(sub) -> None:
@@ -53,12 +43,7 @@ def _ctx(args):
 
 
 def _write(ctx, name: str, metrics: dict) -> int:
-    from ..results import _plain
-
-    path = Path(ctx.out) / f"{name}.json"
-    atomic_write_bytes(path, json.dumps(_plain(metrics), indent=2, sort_keys=True).encode())
-    print(path)
-    return 0
+    return write_metrics(ctx.out, name, metrics)
 
 
 def _classifier(ctx, args):

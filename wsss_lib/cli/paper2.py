@@ -8,23 +8,16 @@ prints that file's path.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes
+from ._shared import add_pipeline_args, write_metrics
 
 MODELS = ("appearance", "two_stream", "single_bg", "full")
 
 
 def _common(p) -> None:
-    p.add_argument("--data-root", default=None, help="data root (default: $WSSS_DATA_ROOT or <repo>/data)")
-    p.add_argument("--dataset", default="toy_streets", help="dataset name (default toy_streets)")
-    p.add_argument("--out", default="runs/paper2", help="output folder (checkpoints, metrics JSON)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="quick (CI-sized) settings")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    add_pipeline_args(p, "toy_streets", "runs/paper2", resume=False)
 
 
 def register(sub) -> None:
@@ -66,12 +59,7 @@ def _clf_over(args) -> dict:
 
 
 def _write(ctx, name: str, metrics: dict) -> int:
-    from ..results import _plain
-
-    path = Path(ctx.out) / f"{name}.json"
-    atomic_write_bytes(path, json.dumps(_plain(metrics), indent=2, sort_keys=True).encode())
-    print(path)
-    return 0
+    return write_metrics(ctx.out, name, metrics)
 
 
 def cmd_flow(args) -> int:
