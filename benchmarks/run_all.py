@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import REPO, Row, machine, print_table  # noqa: E402
 
-SCRIPTS = ["masks", "crf", "losses", "data", "scaling"]
+SCRIPTS = ["masks", "crf", "losses", "data", "scaling", "train"]
 
 
 def main(argv=None) -> int:

@@ -91,6 +91,8 @@ def test_poly_lr_and_history():
                lr=0.1, device="cpu", progress=False)
     assert hist["lr"][0] == pytest.approx(0.1) and all(a > b for a, b in zip(hist["lr"], hist["lr"][1:]))
     assert len(hist["loss"]) == 5
+    assert len(hist["time"]) == 5 and all(0 <= a <= b for a, b in zip(hist["time"], hist["time"][1:]))
+    assert hist["time"][-1] <= hist["seconds"]
 
 
 def test_nan_loss_is_a_clear_error():
