@@ -38,6 +38,7 @@ def test_02_fused_prior_beats_cam_and_floor(quick_run):
     assert m["mask_precision_fused"] > m["mask_iou_floor"]  # the floor's precision = fg share
     assert 0 < m["threshold_fused"] < 1 and 0 < m["threshold_cam"] < 1
     assert "conv4+conv5 mean [summary]" in m["val_iou_by_variant"]
+    assert m["mask_iou_fused_paper_layers"] > m["mask_iou_cam"]  # the paper's own layers beat CAM too
 
 
 def test_03_crf_improves_the_mask(quick_run):
@@ -48,6 +49,7 @@ def test_03_crf_improves_the_mask(quick_run):
     assert m["mask_iou_crf"] > m["mask_iou_cam"] + 0.10
     assert m["mask_iou_crf"] > m["mask_iou_floor"]
     assert "DeepLab 80/13/10" in m["val_iou_by_setting"]
+    assert m["mask_iou_crf_paper_layers"] > m["mask_iou_cam"]
 
 
 def test_04_prior_beats_tags_only(quick_run):

@@ -5,7 +5,9 @@ channels**, **sum** the two maps, **rescale to [0, 1]**, smooth with a **dense C
 the image. Every one of these choices is a parameter of :func:`fuse_activations` so a notebook can
 compare them; the defaults marked [ours] are our reconstruction:
 
-* ``layers=("conv4", "conv5")`` [summary]; ``aggregate="mean"`` over channels [summary]
+* ``layers=("conv4", "conv5")`` [summary] is this module's default; the pipeline preset
+  (``config.PRESETS["masks"]``) uses ``("conv3", "conv4", "conv5")`` [ours], the best fusion on VAL
+  for our small from-scratch network (notebook 02); ``aggregate="mean"`` over channels [summary]
   (``"max"``, ``"l2"`` [ours] alternatives); ``weights=None`` = plain sum [summary];
 * ``align="largest"`` [ours]: maps of different strides are bilinearly resized to the largest map
   before summing (``"smallest"`` is the alternative; with our stride-8 conv4/conv5 they coincide);
