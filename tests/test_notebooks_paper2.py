@@ -61,9 +61,10 @@ def test_07_heatmaps_beat_single_background_on_bg_classes(quick_run):
         assert m[k]["bg_miou"] >= m["single_bg"]["bg_miou"] + 0.10, (k, m[k]["bg_miou"], m["single_bg"]["bg_miou"])
 
 
-@pytest.mark.xfail(strict=False, reason="not reliably reached: the heatmap regions of the small moving classes are "
-                                        "poor (pseudo-label IoU ~0.02), so both models score ~0-0.05 on them and the "
-                                        "ordering is within noise (default run: 0.023 vs 0.019; quick: either way)")
+@pytest.mark.xfail(strict=False, reason="small margins: the heatmap regions of the small moving classes are poor "
+                                        "(pseudo-label IoU ~0.02), so both models score ~0.02-0.06 on them. Default "
+                                        "runs, seeds 0/1/2: two-stream ahead each time by +0.1 to +1.5 points; the "
+                                        "quick run (80 steps) goes either way")
 def test_07_two_stream_beats_appearance_on_moving_classes(quick_run):
     m = quick_run[NB7]
     assert m["two_stream"]["moving_miou"] > m["appearance"]["moving_miou"], \
@@ -71,7 +72,8 @@ def test_07_two_stream_beats_appearance_on_moving_classes(quick_run):
 
 
 @pytest.mark.xfail(strict=False, reason="target not reached by our reconstruction on ToyStreets (weak two-stream "
-                                        "~45-55 % of full supervision); reported, not lowered")
+                                        "52-58 % of full supervision over seeds 0/1/2 in default runs); reported, "
+                                        "not lowered")
 def test_07_weak_two_stream_reaches_60_percent_of_full(quick_run):
     m = quick_run[NB7]
     assert m["weak_over_full_miou"] >= 0.60, m["weak_over_full_miou"]
