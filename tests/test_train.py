@@ -147,6 +147,23 @@ def test_batch_stream_prefetch_keeps_the_order(prefetch):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
 
 
+def test_batch_stream_pins_batches_when_cuda_is_there(monkeypatch):
+    """On CUDA every batch (in-memory ones too) goes through the prefetch threads and is pinned."""
+    pinned = []
+
+    def fake_pin(self):
+        pinned.append(tuple(self.shape))
+        return self.clone()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    ds = _toy(n=10)
+    got = list(batch_stream(ds, 4, 7, 0, 3, prefetch=2, pin=True))
+    assert len(got) == 3 and len(pinned) >= 3 * 3  # image, label, tags of each batch
+    for s, b in enumerate(got):
+        torch.testing.assert_close(b["image"], ds.get_batch(batch_indices(10, 4, 7, s))["image"])
+
+
 def test_prefetched_read_error_reaches_the_caller_and_fit_equals_in_memory(tmp_path):
     ds = _toy(n=12)
     with pytest.raises(InvalidInputError, match="s5.jpg"):
