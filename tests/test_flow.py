@@ -8,7 +8,8 @@ import torch
 
 from wsss_lib.data.base import Sample
 from wsss_lib.errors import CorruptFileError, InvalidInputError
-from wsss_lib.flow import (FlowCache, FlowParams, compute_dataset_flow, compute_flow, encode_flow, flow_partners,
+from wsss_lib.flow import (FlowCache, FlowParams, camera_motion, compute_dataset_flow, compute_flow, encode_flow,
+                           flow_partners,
                            raft_weights_path, resolve_method)
 
 
@@ -60,6 +61,24 @@ def test_encode_flow_subtract_median():
     assert torch.allclose(enc[0, 2, 2], torch.tensor(0.75)) and torch.allclose(enc[2, 2, 2], torch.tensor(0.5))
     with pytest.raises(InvalidInputError):
         encode_flow(flow, subtract="mean")
+
+
+def test_camera_motion_removes_pan_and_zoom_but_keeps_a_moving_object():
+    """Pan + zoom (an affine field) plus one independently moving object: the trimmed affine fit
+    recovers the camera field, so 'affine' leaves ~0 on the scene and the object's own motion."""
+    h, w = 48, 64
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    cam = torch.stack([2.0 + 1.5 * xs, -0.5 + 1.5 * ys])[None]  # pan (2, -0.5) px + 1.5 px zoom at the border
+    flow = cam.clone()
+    flow[0, 0, 20:28, 30:40] += 3.0  # an object moving 3 px/frame to the right of the camera flow
+    est = camera_motion(flow)
+    assert est.shape == flow.shape
+    torch.testing.assert_close(est, cam, atol=0.05, rtol=0)
+    enc = encode_flow(flow[0], max_flow=6.0, subtract="affine")  # (3, H, W)
+    assert float(enc[2, :10].max()) < 0.02  # static scene: no residual motion
+    assert float(enc[2, 22:26, 32:38].mean()) == pytest.approx(0.5, abs=0.02)  # 3 px of 6
+    # the median cannot remove a zoom: the scene keeps up to 1.5 px of flow at the borders
+    assert float(encode_flow(flow[0], max_flow=6.0, subtract="median")[2, :10].max()) > 0.2
 
 
 def test_flow_zero_for_identical_frames_and_accepts_gray_and_float():

@@ -33,6 +33,7 @@ import torch
 from .errors import CorruptFileError, InvalidInputError
 
 METHODS = ("farneback", "dis", "raft", "auto")
+SUBTRACTS = ("none", "median", "affine")
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,6 +188,33 @@ def default_max_flow(width: int) -> float:
     return max(1.0, 0.08 * float(width))
 
 
+def camera_motion(flow: torch.Tensor, keep: float = 0.8, step: int = 4) -> torch.Tensor:
+    """Dominant (camera) motion of flow ``(B, 2, H, W)`` as a per-frame affine field ``(B, 2, H, W)``.
+
+    [ours] A 6-parameter affine model ``(dx, dy) = A [x, y, 1]`` (pan, zoom, small rotation) is
+    fitted by least squares on a ``step``-strided pixel grid, then refitted on the ``keep`` share
+    of pixels it explains best (trimmed least squares: independently moving objects are left
+    out of the second fit). Subtracting it leaves the motion relative to the static scene.
+    """
+    b, _, h, w = flow.shape
+    ys = torch.linspace(-1, 1, h, device=flow.device)
+    xs = torch.linspace(-1, 1, w, device=flow.device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    full = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(-1, 3)  # (H*W, 3)
+    sub = torch.stack([gx, gy, torch.ones_like(gx)], -1)[::step, ::step].reshape(-1, 3)  # (n, 3)
+    target = flow[:, :, ::step, ::step].flatten(2).transpose(1, 2).double()  # (B, n, 2)
+    design = sub.double().expand(b, -1, -1)
+    weights = torch.ones(target.shape[:2], dtype=torch.float64, device=flow.device)
+    for _ in range(2):
+        sw = weights.sqrt()[..., None]
+        params = torch.linalg.lstsq(design * sw, target * sw).solution  # (B, 3, 2)
+        resid = (design @ params - target).norm(dim=-1)  # (B, n)
+        cut = torch.quantile(resid, float(keep), dim=1, keepdim=True)
+        weights = (resid <= cut).double()
+    field = full.double() @ params  # (B, H*W, 2)
+    return field.transpose(1, 2).reshape(b, 2, h, w).to(flow.dtype)
+
+
 def encode_flow(flow, max_flow: float | None = None, normalisation: str = "fixed",
                 subtract: str = "none") -> torch.Tensor:
     """Flow ``(H, W, 2)`` or ``(B, 2, H, W)`` / ``(2, H, W)`` -> flow image in [0, 1].
@@ -196,14 +224,15 @@ def encode_flow(flow, max_flow: float | None = None, normalisation: str = "fixed
     :func:`default_max_flow`) or the image's own 99th-percentile magnitude (``"per_image"``).
     ``subtract="median"`` [ours] first removes each frame's median flow (a crude camera-motion
     compensation: what is left is motion relative to the dominant, mostly static, scene);
-    ``"none"`` keeps the raw flow.
+    ``"affine"`` [ours] removes a robustly fitted affine camera motion (:func:`camera_motion`:
+    pan and zoom); ``"none"`` keeps the raw flow.
 
     Returns float32 ``(3, H, W)`` for an ``(H, W, 2)``/``(2, H, W)`` input, ``(B, 3, H, W)`` for a batch.
     """
     if normalisation not in ("fixed", "per_image"):
         raise InvalidInputError(f"flow normalisation must be 'fixed' or 'per_image', got {normalisation!r}")
-    if subtract not in ("none", "median"):
-        raise InvalidInputError(f"flow subtract must be 'none' or 'median', got {subtract!r}")
+    if subtract not in SUBTRACTS:
+        raise InvalidInputError(f"flow subtract must be one of {SUBTRACTS}, got {subtract!r}")
     f = torch.as_tensor(np.asarray(flow) if not torch.is_tensor(flow) else flow).float()
     single = False
     if f.ndim == 3 and f.shape[-1] == 2 and f.shape[0] != 2:
@@ -215,6 +244,8 @@ def encode_flow(flow, max_flow: float | None = None, normalisation: str = "fixed
     f = torch.nan_to_num(f)
     if subtract == "median":
         f = f - f.flatten(2).median(dim=2).values[:, :, None, None]
+    elif subtract == "affine":
+        f = f - camera_motion(f)
     mag = f.norm(dim=1, keepdim=True)
     if normalisation == "fixed":
         s = torch.full((f.shape[0], 1, 1, 1), float(max_flow or default_max_flow(f.shape[-1])))

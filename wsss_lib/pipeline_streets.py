@@ -77,7 +77,7 @@ def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, *
 
     fcfg = preset("flow", ctx.quick, **flow_overrides)
     cache = flow_cache(ctx, **flow_overrides) if flow else None
-    out = {"samples": {}, "data": {}, "flow": {}, "flow_cache": cache}
+    out = {"samples": {}, "data": {}, "flow": {}, "flow_cache": cache, "flow_config": fcfg if flow else None}
     for split in splits:
         info, samples = load_dataset(ctx.dataset, ctx.data_root, split)
         out["info"] = info
@@ -90,10 +90,13 @@ def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, *
     return out
 
 
-def _data_id(streets: dict) -> dict:
+def _data_id(streets: dict, flow: bool = False) -> dict:
     info = streets["info"]
-    return {"dataset": info.name, "classes": list(info.classes),
-            "n": {k: len(v) for k, v in streets["samples"].items()}}
+    out = {"dataset": info.name, "classes": list(info.classes),
+           "n": {k: len(v) for k, v in streets["samples"].items()}}
+    if flow and streets.get("flow_config"):  # how the motion input was made: a change must retrain
+        out["flow"] = dict(streets["flow_config"])
+    return out
 
 
 def get_classifier(ctx, streets: dict, progress: bool = True, **overrides):
@@ -188,8 +191,9 @@ def get_video_model(ctx, kind: str, streets: dict, classifier=None, regions: tor
     if cfg["init_from_classifier"] and classifier is not None:
         init_from_classifier(model, classifier)
     name = tag or f"video_{kind}"
-    config = {"kind": kind, "video_seg": {k: v for k, v in cfg.items() if k != "kinds"}, "data": _data_id(streets),
-              "seed": ctx.seed, "supervision": supervision_id or {}}
+    config = {"kind": kind, "video_seg": {k: v for k, v in cfg.items() if k != "kinds"},
+              "data": _data_id(streets, flow=kind == "two_stream"), "seed": ctx.seed,
+              "supervision": supervision_id or {}}
     hist = train_video_model(kind, model, streets["data"]["train"], info, regions=regions, fg_masks=fg_masks,
                              steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
                              weight_decay=cfg["weight_decay"], pooling=cfg["pooling"],
