@@ -70,6 +70,29 @@ def test_stop_on_failure_keeps_earlier_results(nbdir, tmp_path):
     assert set(status) == {"01_first", "02_fails", "03_third"}
 
 
+def test_hung_cell_times_out_and_the_notebook_is_run_again(tmp_path):
+    """A cell that never answers (here: sleeps on the first attempt only, like a lost widget
+    reply) times out; the notebook then runs again in a fresh kernel and passes. A cell that
+    always hangs fails after the retries, with a timeout error; ordinary errors are not retried."""
+    d = tmp_path / "nbs"
+    d.mkdir()
+    marker = tmp_path / "first_attempt_done"
+    _nb(d / "01_flaky.ipynb", f"import pathlib, time\nm = pathlib.Path({str(marker)!r})\n"
+                              "if not m.exists():\n    m.touch()\n    time.sleep(60)\n")
+    _nb(d / "02_hangs.ipynb", "import time\ntime.sleep(60)")
+    res = run_notebooks(tmp_path / "out", notebooks_dir=d, html=False, keep_going=True, timeout=3, retries=1)
+    assert res["01_flaky"].status == "ok" and res["01_flaky"].attempts == 2
+    assert res["02_hangs"].status == "failed" and res["02_hangs"].attempts == 2
+    assert "Timeout" in res["02_hangs"].error or "timed out" in res["02_hangs"].error
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert status["01_flaky"]["attempts"] == 2
+
+
+def test_failing_cell_is_not_retried(nbdir, tmp_path):
+    res = run_notebooks(tmp_path / "out", notebooks_dir=nbdir, only=["02"], html=False, timeout=30, retries=2)
+    assert res["02_fails"].status == "failed" and res["02_fails"].attempts == 1
+
+
 def test_outputs_never_overwrite_inputs(nbdir):
     with pytest.raises(InvalidInputError, match="must differ"):
         run_notebooks(nbdir, notebooks_dir=nbdir)

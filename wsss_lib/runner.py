@@ -69,9 +69,28 @@ class NotebookResult:
     seconds: float
     output: str
     error: str | None = None
+    attempts: int = 1
 
     def to_json(self) -> dict:
-        return {"status": self.status, "seconds": round(self.seconds, 2), "output": self.output, "error": self.error}
+        return {"status": self.status, "seconds": round(self.seconds, 2), "output": self.output, "error": self.error,
+                "attempts": self.attempts}
+
+
+# Per-cell limits when the caller gives none: a cell that sends nothing back for this long is
+# treated as hung (nbclient can wait forever on a widget cell whose reply got lost,
+# jupyter/nbclient#312; we saw it in about 1 of 10 quick runs of a widget notebook).
+CELL_TIMEOUT = {"quick": 600, "default": 4 * 3600}
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A cell timeout (nbclient's CellTimeoutError is a TimeoutError), possibly wrapped."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -96,8 +115,12 @@ def _write_html(executed: Path, html_dir: Path) -> None:
 def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike | None = None, quick: bool = False,
                   only: list[str] | None = None, params: dict | None = None, device: str = "auto", seed: int = 0,
                   keep_going: bool = False, html: bool = True, kernel: str = "python3",
-                  timeout: int | None = None) -> dict[str, NotebookResult]:
+                  timeout: int | None = None, retries: int = 1) -> dict[str, NotebookResult]:
     """Execute notebooks in order; returns ``{name: NotebookResult}`` (also written to disk).
+
+    ``timeout``: per-cell limit in seconds (``None``: :data:`CELL_TIMEOUT` of the mode; 0: none).
+    ``retries``: a notebook whose cell timed out is run again in a fresh kernel up to this many
+    times (finished work is reused from the checkpoints); other failures are never retried.
 
     Raises :class:`WsssError` for an unwritable output folder or one that is the notebooks folder.
     """
@@ -117,6 +140,7 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
     except OSError as exc:
         raise WsssError(f"output folder {out} is not writable: {exc.strerror or exc}") from exc
 
+    cell_timeout = CELL_TIMEOUT["quick" if quick else "default"] if timeout is None else (int(timeout) or None)
     base_params = {"quick": bool(quick), "seed": int(seed), "device": device, "output_dir": str(out)}
     base_params.update(params or {})
     status_path = out / "status.json"
@@ -132,13 +156,20 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
         bar.set_postfix_str(nb.stem)
         target = out / "notebooks" / nb.name
         t0 = time.time()
-        try:
-            pm.execute_notebook(str(nb), str(target), parameters=dict(base_params), cwd=str(nb_dir),
-                                kernel_name=kernel, progress_bar=False, log_output=False,
-                                execution_timeout=timeout)
-            res = NotebookResult(nb.stem, "ok", time.time() - t0, str(target))
-        except Exception as exc:  # papermill raises its own error types; report and maybe go on
-            res = NotebookResult(nb.stem, "failed", time.time() - t0, str(target), _describe_failure(exc))
+        for attempt in range(1, max(0, int(retries)) + 2):
+            try:
+                pm.execute_notebook(str(nb), str(target), parameters=dict(base_params), cwd=str(nb_dir),
+                                    kernel_name=kernel, progress_bar=False, log_output=False,
+                                    execution_timeout=cell_timeout)
+                res = NotebookResult(nb.stem, "ok", time.time() - t0, str(target), attempts=attempt)
+                break
+            except Exception as exc:  # papermill raises its own error types; report and maybe go on
+                err = _describe_failure(exc)
+                res = NotebookResult(nb.stem, "failed", time.time() - t0, str(target), err, attempts=attempt)
+                if not (_is_timeout(exc) and attempt <= retries):
+                    break
+                print(f"[wsss] {nb.stem}: a cell sent nothing back for {cell_timeout} s ({err}); "
+                      f"running the notebook again in a fresh kernel", file=sys.stderr)
         if html and target.is_file():
             try:
                 _write_html(target, out / "html")

@@ -17,7 +17,10 @@ def register(sub) -> None:
     p.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     p.add_argument("--notebooks", default=None, help="notebook folder (default: the checkout's notebooks/)")
     p.add_argument("--no-html", action="store_true", help="skip the nbconvert HTML rendering")
-    p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    p.add_argument("--timeout", type=int, default=None,
+                   help="per-cell timeout in seconds (default 600 with --quick, 4 h otherwise; 0 = none)")
+    p.add_argument("--retries", type=int, default=1,
+                   help="run a notebook again in a fresh kernel when a cell timed out (default 1)")
     p.set_defaults(func=_run)
 
 
@@ -27,7 +30,7 @@ def _run(args) -> int:
     params = {k: parse_value(v) for k, v in args.param}
     results = run_notebooks(args.out, notebooks_dir=args.notebooks, quick=args.quick, only=args.only, params=params,
                             device=args.device, seed=args.seed, keep_going=args.keep_going, html=not args.no_html,
-                            timeout=args.timeout)
+                            timeout=args.timeout, retries=args.retries)
     failed = [r for r in results.values() if r.status != "ok"]
     print(f"wsss run: {len(results) - len(failed)} ok, {len(failed)} failed; results in {args.out}/results.md")
     for r in failed:
