@@ -79,7 +79,7 @@ class NotebookResult:
 # Per-cell limits when the caller gives none: a cell that sends nothing back for this long is
 # treated as hung (nbclient can wait forever on a widget cell whose reply got lost,
 # jupyter/nbclient#312; we saw it in about 1 of 10 quick runs of a widget notebook).
-CELL_TIMEOUT = {"quick": 600, "default": 4 * 3600}
+CELL_TIMEOUT = {"quick": 300, "default": 4 * 3600}
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--notebooks", default=None, help="notebook folder (default: the checkout's notebooks/)")
     p.add_argument("--no-html", action="store_true", help="skip the nbconvert HTML rendering")
     p.add_argument("--timeout", type=int, default=None,
-                   help="per-cell timeout in seconds (default 600 with --quick, 4 h otherwise; 0 = none)")
+                   help="per-cell timeout in seconds (default 300 with --quick, 4 h otherwise; 0 = none)")
     p.add_argument("--retries", type=int, default=1,
                    help="run a notebook again in a fresh kernel when a cell timed out (default 1)")
     p.set_defaults(func=_run)
