@@ -47,6 +47,17 @@ def init(args) -> None:
         torch.set_num_threads(int(args.threads))
 
 
+def start(doc: str, argv=None, configure: Callable | None = None):
+    """Parse a benchmark script's command line (:func:`parser` with the first line of ``doc``;
+    ``configure(p)`` adds script-specific options) and :func:`init` it; returns the arguments."""
+    p = parser(doc.splitlines()[0])
+    if configure is not None:
+        configure(p)
+    args = p.parse_args(argv)
+    init(args)
+    return args
+
+
 def repeats(args) -> int:
     return args.repeat or (3 if args.quick else 7)
 

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.ndimage as nd
 import torch
 
-from _common import Row, init, compare, finish, guarded, parser, repeats, sync, timeit, toy_batch
+from _common import Row, compare, finish, guarded, repeats, start, sync, timeit, toy_batch
 
 
 def synthetic(rng, h, w, c):
@@ -178,9 +178,7 @@ def fused_maps(args, test_images: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    init(args)
-    torch.manual_seed(args.seed)
+    args = start(__doc__, argv)  # seeds torch and numpy
     reps = repeats(args)
     rows: list[Row] = []
     guarded("wrapper overhead", rows, lambda: wrapper_overhead(rows, args, reps))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import Row, amp_context, compare, finish, guarded, init, parser, repeats, timeit, training_layout
+from _common import Row, amp_context, compare, finish, guarded, repeats, start, timeit, training_layout
 
 
 def data_wait(rows, args, reps):
@@ -123,8 +123,7 @@ def optical_flow(rows, args, reps):
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    init(args)
+    args = start(__doc__, argv)
     reps = repeats(args)
     rows: list[Row] = []
     guarded("data wait", rows, lambda: data_wait(rows, args, reps))

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import REPO, Row, finish, init, parser
+from _common import REPO, Row, finish, start
 
 TARGETS = {"quick": ("<= 6", "min"), "default": ("<= 20", "min")}
 RSS_TARGET = "<= 4"
@@ -89,12 +89,12 @@ def run_mode(mode: str, out_dir: Path, device: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--default", action="store_true", help="also run the default (non-quick) mode (~20 min)")
-    p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="where the runs go (default runs/bench)")
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-    init(args)
+    def configure(p):
+        p.add_argument("--default", action="store_true", help="also run the default (non-quick) mode (~20 min)")
+        p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="where the runs go (default runs/bench)")
+        p.add_argument("--device", default="cpu")
+
+    args = start(__doc__, argv, configure)
     modes = ["quick"] + (["default"] if args.default else [])
     rows: list[Row] = []
     results = {}

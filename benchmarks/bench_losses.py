@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from _common import (Row, amp_context, compare, finish, guarded, init, parser, repeats, toy_batch,
-                     training_layout)
+from _common import Row, amp_context, compare, finish, guarded, repeats, start, toy_batch, training_layout
 
 TARGET = "<= 1.10"
 
@@ -108,8 +107,7 @@ def two_stream(rows, args, reps):
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    init(args)
+    args = start(__doc__, argv)
     reps = repeats(args)
     rows: list[Row] = []
     guarded("SegNet losses", rows, lambda: segnet_losses(rows, args, reps))

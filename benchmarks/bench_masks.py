@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from _common import Row, amp_context, compare, finish, guarded, init, parser, repeats, toy_batch
+from _common import Row, amp_context, compare, finish, guarded, repeats, start, toy_batch
 
 TARGET = "<= 1.15"
 
@@ -37,9 +37,7 @@ def _case(rows, name, backbone, kw, images, tags, reps):
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    init(args)
-    torch.manual_seed(args.seed)
+    args = start(__doc__, argv)  # seeds torch and numpy
     reps = repeats(args)
     rows: list[Row] = []
     n = 16 if args.quick else 32

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _common import Row, init, finish, guarded, parser, timeit, toy_batch
+from _common import Row, finish, guarded, start, timeit, toy_batch
 
 
 def fit_exponent(x, y) -> float:
@@ -78,9 +78,7 @@ def by_dataset_size(rows, args):
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    init(args)
-    torch.manual_seed(args.seed)
+    args = start(__doc__, argv)  # seeds torch and numpy
     rows: list[Row] = []
     guarded("image size", rows, lambda: by_image_size(rows, args))
     guarded("dataset size", rows, lambda: by_dataset_size(rows, args))

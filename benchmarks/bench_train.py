@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from _common import Row, finish, guarded, init, parser
+from _common import Row, finish, guarded, start
 
 
 def _data(n: int, size: int, classes: int, seed: int):
@@ -51,10 +51,8 @@ def _case(rows, name, backbone_kw, size, classes, batch, warm, timed, device, se
 
 
 def main(argv=None) -> int:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda...")
-    args = p.parse_args(argv)
-    init(args)
+    args = start(__doc__, argv, lambda p: p.add_argument("--device", default="auto",
+                                                         help="auto (cuda > mps > cpu), cpu, cuda..."))
     from wsss_lib.runtime import select_device
 
     device = select_device(args.device)
