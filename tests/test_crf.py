@@ -112,6 +112,21 @@ def test_batch_matches_single_calls(workers):
         crf_batch(imgs, ps[:2])
 
 
+def test_pool_start_method_forks_outside_kernels_only(monkeypatch):
+    """Scripts/CLI/tests fork (cheap; an unguarded user script is not re-imported); inside a
+    Jupyter kernel the pool must not fork the kernel (it hung notebook runs)."""
+    import multiprocessing as mp
+    import sys
+
+    from wsss_lib.crf import _pool_context
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert _pool_context().get_start_method() == "fork"
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    expected = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    assert _pool_context().get_start_method() == expected
+
+
 def test_write_masks_roundtrip(tmp_path):
     masks = [np.eye(8, dtype=bool), np.full((8, 8), 3, np.uint8)]
     paths = write_masks(tmp_path / "m", ["a", "b"], masks)

@@ -112,6 +112,19 @@ def test_region_loss_rewards_the_right_region():
     assert float(region_loss(good, regions, present)) < 0.05 < 5.0 < float(region_loss(bad, regions, present))
 
 
+def test_flow_settings_key_only_the_two_stream_checkpoint():
+    """Changing how flow is made retrains the two-stream model (its checkpoint config carries the
+    flow settings) but not the flow-free models or the classifier."""
+    from wsss_lib.data.toy_streets import toy_streets_info
+    from wsss_lib.pipeline_streets import _data_id
+
+    streets = {"info": toy_streets_info(), "samples": {"train": [0, 1]},
+               "flow_config": {"method": "farneback", "subtract": "median"}}
+    other = {**streets, "flow_config": {"method": "dis", "subtract": "median"}}
+    assert _data_id(streets, flow=True) != _data_id(other, flow=True)
+    assert _data_id(streets) == _data_id(other) and "flow" not in _data_id(streets)
+
+
 @pytest.mark.parametrize("kind", ["appearance", "two_stream"])
 def test_output_stride_option_reaches_both_streams(tiny, kind):
     info = tiny["info"]
