@@ -76,9 +76,10 @@ class NotebookResult:
                 "attempts": self.attempts}
 
 
-# Per-cell limits when the caller gives none: a cell that sends nothing back for this long is
-# treated as hung (nbclient can wait forever on a widget cell whose reply got lost,
-# jupyter/nbclient#312; we saw it in about 1 of 10 quick runs of a widget notebook).
+# Per-cell limits when the caller gives none. nbclient can wait forever on a widget cell
+# (jupyter/nbclient#312; about 1 in 10 quick runs of notebook 02 here): the kernel has answered but
+# the client's wait never wakes up. With a limit the wait ends at the limit and the cell completes;
+# a cell that really sends nothing back fails with a timeout and the notebook is retried.
 CELL_TIMEOUT = {"quick": 300, "default": 4 * 3600}
 
 
