@@ -76,10 +76,10 @@ class NotebookResult:
                 "attempts": self.attempts}
 
 
-# Per-cell limits when the caller gives none. nbclient can wait forever on a widget cell
-# (jupyter/nbclient#312; about 1 in 10 quick runs of notebook 02 here): the kernel has answered but
-# the client's wait never wakes up. With a limit the wait ends at the limit and the cell completes;
-# a cell that really sends nothing back fails with a timeout and the notebook is retried.
+# Per-cell limits when the caller gives none: a backstop for a cell that really computes for too
+# long. A lost wake-up of the client (the old widget-cell hang) no longer waits for them: the ``wsss``
+# engine (:mod:`wsss_lib.nbexec`) recovers a waiting reply within a quarter second and fails a cell
+# whose kernel has been idle for seconds without a reply (then the notebook is run again).
 CELL_TIMEOUT = {"quick": 300, "default": 4 * 3600}
 
 
@@ -116,17 +116,21 @@ def _write_html(executed: Path, html_dir: Path) -> None:
 def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLike | None = None, quick: bool = False,
                   only: list[str] | None = None, params: dict | None = None, device: str = "auto", seed: int = 0,
                   keep_going: bool = False, html: bool = True, kernel: str = "python3",
-                  timeout: int | None = None, retries: int = 1) -> dict[str, NotebookResult]:
+                  timeout: int | None = None, retries: int = 1, engine: str = "wsss") -> dict[str, NotebookResult]:
     """Execute notebooks in order; returns ``{name: NotebookResult}`` (also written to disk).
 
     ``timeout``: per-cell limit in seconds (``None``: :data:`CELL_TIMEOUT` of the mode; 0: none).
     ``retries``: a notebook whose cell timed out is run again in a fresh kernel up to this many
     times (finished work is reused from the checkpoints); other failures are never retried.
+    ``engine``: the papermill engine; ``"wsss"`` (:mod:`wsss_lib.nbexec`) is papermill's nbclient
+    engine made robust to lost wake-ups; ``"nbclient"`` is papermill's own (for comparisons).
 
     Raises :class:`WsssError` for an unwritable output folder or one that is the notebooks folder.
     """
     import papermill as pm
     from tqdm.auto import tqdm
+
+    from . import nbexec  # noqa: F401  (registers the "wsss" papermill engine)
 
     nb_dir = Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()
     nbs = discover_notebooks(nb_dir, only)
@@ -161,7 +165,7 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
             try:
                 pm.execute_notebook(str(nb), str(target), parameters=dict(base_params), cwd=str(nb_dir),
                                     kernel_name=kernel, progress_bar=False, log_output=False,
-                                    execution_timeout=cell_timeout)
+                                    execution_timeout=cell_timeout, engine_name=engine)
                 res = NotebookResult(nb.stem, "ok", time.time() - t0, str(target), attempts=attempt)
                 break
             except Exception as exc:  # papermill raises its own error types; report and maybe go on
@@ -169,7 +173,7 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
                 res = NotebookResult(nb.stem, "failed", time.time() - t0, str(target), err, attempts=attempt)
                 if not (_is_timeout(exc) and attempt <= retries):
                     break
-                print(f"[wsss] {nb.stem}: a cell sent nothing back for {cell_timeout} s ({err}); "
+                print(f"[wsss] {nb.stem}: a cell timed out ({err}); "
                       f"running the notebook again in a fresh kernel", file=sys.stderr)
         if html and target.is_file():
             try:
