@@ -55,7 +55,13 @@ def test_keep_going_records_everything(nbdir, tmp_path):
     assert results["status"]["02_fails"]["status"] == "failed"
     md = (out / "results.md").read_text()
     assert "01_first" in md and "failed" in md
+    # every executed notebook records how late its slowest cell's reply was noticed (a lost wake-up: seconds)
+    assert 0 <= results["status"]["01_first"]["max_reply_lag"] < 1.0
+    assert "slowest reply noticed after" in md
     assert (out / "notebooks" / "01_first.ipynb").is_file() and (out / "html" / "03_third.html").is_file()
+    index = (out / "index.html").read_text()  # the gallery links what exists, relative to the run folder
+    assert "href='html/03_third.html'" in index and "href='notebooks/01_first.ipynb'" in index
+    assert "boom in cell" in index and "href='results.md'" in index
 
 
 def test_stop_on_failure_keeps_earlier_results(nbdir, tmp_path):

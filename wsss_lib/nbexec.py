@@ -104,6 +104,8 @@ class WatchdogClient(PapermillNotebookClient):
     def create_kernel_manager(self):
         km = super().create_kernel_manager()
         km.client_class = f"{SlicedKernelClient.__module__}.{SlicedKernelClient.__qualname__}"
+        if os.name == "posix":  # local Unix sockets beside the connection file: no open TCP port, no
+            km.transport = "ipc"  # "running over TCP without encryption" warning for every notebook
         return km
 
     async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):

@@ -88,6 +88,9 @@ def results_markdown(results: dict[str, dict], status: dict[str, dict] | None = 
         if status and nb in status:
             st = status[nb]
             lines.append(f"status: **{st.get('status')}**, {st.get('seconds', 0):.1f} s"
+                         + (f", {st['attempts']} attempts" if st.get("attempts", 1) > 1 else "")
+                         + (f", slowest reply noticed after {st['max_reply_lag']:.2f} s"
+                            if st.get("max_reply_lag") is not None else "")
                          + (f" — {st['error']}" if st.get("error") else ""))
         lines += ["", "| metric | value |", "| --- | --- |"]
         for k, v in _flatten(results.get(nb, {})).items():

@@ -70,10 +70,11 @@ class NotebookResult:
     output: str
     error: str | None = None
     attempts: int = 1
+    max_reply_lag: float | None = None  # s: the slowest cell's reply noticed late (nbexec.reply_lags)
 
     def to_json(self) -> dict:
         return {"status": self.status, "seconds": round(self.seconds, 2), "output": self.output, "error": self.error,
-                "attempts": self.attempts}
+                "attempts": self.attempts, "max_reply_lag": self.max_reply_lag}
 
 
 # Per-cell limits when the caller gives none: a backstop for a cell that really computes for too
@@ -130,7 +131,7 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
     import papermill as pm
     from tqdm.auto import tqdm
 
-    from . import nbexec  # noqa: F401  (registers the "wsss" papermill engine)
+    from . import nbexec  # importing it registers the "wsss" papermill engine
 
     nb_dir = Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()
     nbs = discover_notebooks(nb_dir, only)
@@ -175,6 +176,8 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
                     break
                 print(f"[wsss] {nb.stem}: a cell timed out ({err}); "
                       f"running the notebook again in a fresh kernel", file=sys.stderr)
+        if target.is_file():
+            res.max_reply_lag = round(max((lag for _, lag in nbexec.reply_lags(target)), default=0.0), 3)
         if html and target.is_file():
             try:
                 _write_html(target, out / "html")
@@ -192,9 +195,35 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
 
 
 def write_results(out: Path, status: dict[str, dict]) -> tuple[Path, Path]:
-    """Merge metrics + status into ``results.json`` and ``results.md``."""
+    """Merge metrics + status into ``results.json`` and ``results.md``; write the ``index.html`` gallery."""
     metrics = load_metrics(out)
     combined = {"status": status, "metrics": metrics}
     pj = atomic_write_bytes(out / "results.json", json.dumps(combined, indent=2, sort_keys=True).encode())
     pm_ = atomic_write_bytes(out / "results.md", results_markdown(metrics, status).encode())
+    write_index(out, status)
     return pj, pm_
+
+
+def write_index(out: Path, status: dict[str, dict]) -> Path:
+    """``<out>/index.html``: one section per notebook (status, time, links to its executed copy and
+    HTML rendering, thumbnails of its figures), plus links to ``results.md`` / ``results.json``.
+    Paths are relative, so the folder can be moved or served as it is."""
+    from html import escape
+
+    parts = ["<!doctype html><meta charset='utf-8'><title>wsss run</title>",
+             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}img{max-height:12em;margin:.2em;"
+             "border:1px solid #ccc}.failed{color:#b00}</style>",
+             "<h1>wsss run</h1><p><a href='results.md'>results.md</a> · <a href='results.json'>results.json</a></p>"]
+    for nb in sorted(status):
+        st = status[nb]
+        links = [f"<a href='{escape(rel)}'>{label}</a>" for rel, label in
+                 ((f"html/{nb}.html", "HTML"), (f"notebooks/{nb}.ipynb", "executed notebook"))
+                 if (out / rel).is_file()]
+        figs = sorted((out / "figures").glob(f"{nb}_*.png")) if (out / "figures").is_dir() else []
+        parts.append(f"<h2>{escape(nb)}</h2><p class='{escape(str(st.get('status')))}'>"
+                     f"{escape(str(st.get('status')))}, {st.get('seconds', 0):.0f} s"
+                     + (f" — {escape(str(st['error']))}" if st.get("error") else "") + "</p>"
+                     + "<p>" + " · ".join(links) + "</p>"
+                     + "".join(f"<a href='figures/{escape(f.name)}'><img src='figures/{escape(f.name)}' "
+                               f"alt='{escape(f.stem)}' title='{escape(f.stem)}'></a>" for f in figs))
+    return atomic_write_bytes(out / "index.html", "\n".join(parts).encode("utf-8"))
