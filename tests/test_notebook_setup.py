@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -50,3 +51,31 @@ def test_wrong_papermill_parameter_fails_the_notebook_with_the_message(tmp_path)
     res = run_notebooks(tmp_path / "out", notebooks_dir=d, params={"seed": "seven"}, html=False)
     assert res["01_x"].status == "failed"
     assert "InvalidInputError" in res["01_x"].error and "seed='seven'" in res["01_x"].error
+
+
+def test_one_output_folder_whatever_the_working_directory(tmp_path, monkeypatch):
+    """A notebook opened in JupyterLab (kernel cwd: notebooks/) and `wsss run` (from anywhere)
+    resolve the same default folder, <checkout>/runs/latest; WSSS_OUTPUT_DIR overrides both."""
+    from wsss_lib.cli import main
+    from wsss_lib.results import default_output_dir
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv("WSSS_OUTPUT_DIR", raising=False)
+    seen = set()
+    for cwd in (repo / "notebooks", repo, tmp_path):
+        monkeypatch.chdir(cwd)
+        seen.add(default_output_dir())
+    assert seen == {repo / "runs" / "latest"}
+    monkeypatch.setenv("WSSS_OUTPUT_DIR", str(tmp_path / "elsewhere"))
+    assert default_output_dir() == tmp_path / "elsewhere"
+    # the CLI's default is the same function: with no --out, `wsss run` writes where the env says
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("quick = False\nseed = 0\ndevice = 'auto'\noutput_dir = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("print(output_dir)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nbs / "01_where.ipynb")
+    assert main(["run", "--notebooks", str(nbs), "--no-html"]) == 0
+    assert json.loads((tmp_path / "elsewhere" / "status.json").read_text())["01_where"]["status"] == "ok"

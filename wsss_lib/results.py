@@ -16,9 +16,23 @@ from typing import Any
 from .checkpoint import atomic_write_bytes
 
 
+def default_output_dir() -> Path:
+    """Where runs go when no folder is given, whatever the working directory: env
+    ``WSSS_OUTPUT_DIR``, else ``<checkout>/runs/latest`` when the library runs from a checkout (so a
+    notebook opened in JupyterLab, whose kernel works in ``notebooks/``, reuses what ``wsss run``
+    trained, and vice versa), else ``./runs/latest``."""
+    env = os.environ.get("WSSS_OUTPUT_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "notebooks").is_dir() and (checkout / "pyproject.toml").is_file():
+        return checkout / "runs" / "latest"
+    return Path.cwd() / "runs" / "latest"
+
+
 def output_dir(path: str | os.PathLike | None = None) -> Path:
-    """The run's output folder: ``path``, else env ``WSSS_OUTPUT_DIR``, else ``./runs/latest``."""
-    p = Path(path or os.environ.get("WSSS_OUTPUT_DIR") or Path.cwd() / "runs" / "latest")
+    """The run's output folder (created): ``path``, else :func:`default_output_dir`."""
+    p = Path(path) if path else default_output_dir()
     p.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -7,7 +7,9 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="execute the notebooks with papermill, write executed copies, HTML, figures, results")
-    p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: $WSSS_OUTPUT_DIR, else <checkout>/runs/latest, where notebooks "
+                        "opened in JupyterLab also write)")
     p.add_argument("--quick", action="store_true", help="CI-sized parameters (minutes, not tens of minutes)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (name or prefix, e.g. 02)")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
@@ -25,14 +27,16 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    from ..results import default_output_dir
     from ..runner import parse_value, run_notebooks
 
+    out = args.out or default_output_dir()
     params = {k: parse_value(v) for k, v in args.param}
-    results = run_notebooks(args.out, notebooks_dir=args.notebooks, quick=args.quick, only=args.only, params=params,
+    results = run_notebooks(out, notebooks_dir=args.notebooks, quick=args.quick, only=args.only, params=params,
                             device=args.device, seed=args.seed, keep_going=args.keep_going, html=not args.no_html,
                             timeout=args.timeout, retries=args.retries)
     failed = [r for r in results.values() if r.status != "ok"]
-    print(f"wsss run: {len(results) - len(failed)} ok, {len(failed)} failed; results in {args.out}/results.md")
+    print(f"wsss run: {len(results) - len(failed)} ok, {len(failed)} failed; results in {out}/results.md, gallery {out}/index.html")
     for r in failed:
         print(f"  FAILED {r.name}: {r.error}", file=sys.stderr)
     return 1 if failed else 0
