@@ -27,6 +27,7 @@ the slice multiplied by ``alpha = 1 / (1 + 2^-d)``. Images of a batch share one 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -122,7 +123,9 @@ class Lattice:
     along each lattice direction (``num_vertices`` = none);
     ``splat_matrix`` sparse CSR ``(num_vertices, batch * points)`` and ``slice_matrix`` sparse CSR
     ``(batch * points, num_vertices)`` (the weights, times :attr:`alpha` for slicing): splat and
-    slice as one sparse matmul each.
+    slice as one sparse matmul each; ``blur_matrices``: ``dim + 1`` sparse CSR
+    ``(num_vertices, num_vertices)``, the blur along each direction (1 on the diagonal, 1/2 per
+    existing neighbour).
     """
 
     offsets: torch.Tensor
@@ -134,6 +137,7 @@ class Lattice:
     dim: int
     splat_matrix: torch.Tensor
     slice_matrix: torch.Tensor
+    blur_matrices: list[torch.Tensor]
 
     @property
     def alpha(self) -> float:
@@ -248,7 +252,18 @@ def build_lattice(features: torch.Tensor) -> Lattice:
         slice_m = torch.sparse_csr_tensor(torch.arange(0, b * n * d1 + 1, d1, device=dev), flat_off,
                                           flat_w * _alpha(d), (b * n, m))
     return Lattice(offsets=offsets, weights=w, neighbours=neighbours.contiguous(), num_vertices=m, batch=b,
-                   points=n, dim=d, splat_matrix=splat_m, slice_matrix=slice_m)
+                   points=n, dim=d, splat_matrix=splat_m, slice_matrix=slice_m,
+                   blur_matrices=[_blur_matrix(neighbours[j], m) for j in range(d1)])
+
+
+def _blur_matrix(nbrs: torch.Tensor, m: int) -> torch.Tensor:
+    """``I + (P_n1 + P_n2) / 2`` as sparse CSR ``(m, m)`` from ``(2, m)`` neighbour indices (``m`` = none)."""
+    idx = torch.arange(m, device=nbrs.device)
+    rows = torch.cat([idx, idx, idx])
+    cols = torch.cat([idx, nbrs[0], nbrs[1]])
+    vals = torch.cat([torch.ones(m, device=nbrs.device), torch.full((2 * m,), 0.5, device=nbrs.device)])
+    keep = cols < m
+    return _csr(rows[keep], cols[keep], vals[keep], (m, m))
 
 
 def _check_values(lattice: Lattice, values) -> torch.Tensor:
@@ -273,26 +288,38 @@ def _check_vertex_values(lattice: Lattice, vertex_values) -> torch.Tensor:
     return vertex_values.to(torch.float32)
 
 
+@contextlib.contextmanager
+def _sparse_threads(device: torch.device):
+    """CPU sparse matmuls run on one thread: MKL's threaded CSR x dense product spent 10-20 ms per
+    call in thread hand-offs on our 2-core machine (any size, 400 to 100k rows), against 0.01-3 ms
+    single-threaded. The torch thread count is restored afterwards (not thread-safe with torch work
+    in other Python threads)."""
+    n = torch.get_num_threads()
+    if device.type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def splat(lattice: Lattice, values: torch.Tensor) -> torch.Tensor:
     """Spread float ``(B, N, C)`` values onto the vertices (barycentric weights): float32 ``(num_vertices, C)``."""
     v = _check_values(lattice, values)
-    return torch.sparse.mm(lattice.splat_matrix, v.reshape(-1, v.shape[-1]))
+    with _sparse_threads(v.device):
+        return torch.sparse.mm(lattice.splat_matrix, v.reshape(-1, v.shape[-1]))
 
 
 def blur(lattice: Lattice, vertex_values: torch.Tensor) -> torch.Tensor:
     """Blur ``(num_vertices, C)`` vertex values with ``[1/2, 1, 1/2]`` along lattice directions 0..d
     (a missing neighbour counts as 0): float32 ``(num_vertices, C)``."""
     v = _check_vertex_values(lattice, vertex_values)
-    m, c = v.shape
-    cur = torch.zeros(m + 1, c, device=v.device, dtype=torch.float32)  # row m: the missing neighbour
-    cur[:m] = v
-    nxt = torch.zeros_like(cur)
-    for j in range(lattice.dim + 1):
-        n1, n2 = lattice.neighbours[j]
-        torch.add(cur.index_select(0, n1), cur.index_select(0, n2), out=nxt[:m])
-        nxt[:m].mul_(0.5).add_(cur[:m])
-        cur, nxt = nxt, cur
-    return cur[:m]
+    with _sparse_threads(v.device):
+        for b in lattice.blur_matrices:  # one sparse (M, M) matrix per direction: I + (P_n1 + P_n2) / 2
+            v = torch.sparse.mm(b, v)
+    return v
 
 
 def slice_values(lattice: Lattice, vertex_values: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
@@ -302,11 +329,13 @@ def slice_values(lattice: Lattice, vertex_values: torch.Tensor, add_to: torch.Te
     v = _check_vertex_values(lattice, vertex_values)
     shape = (lattice.batch, lattice.points, v.shape[1])
     if add_to is None:
-        return torch.sparse.mm(lattice.slice_matrix, v).view(shape)
+        with _sparse_threads(v.device):
+            return torch.sparse.mm(lattice.slice_matrix, v).view(shape)
     if tuple(add_to.shape) != shape or add_to.dtype != torch.float32 or not add_to.is_contiguous():
         raise InvalidInputError(f"add_to must be a contiguous float32 {shape} tensor, got "
                                 f"{add_to.dtype} {tuple(add_to.shape)}")
-    add_to.view(-1, shape[2]).addmm_(lattice.slice_matrix, v)
+    with _sparse_threads(v.device):
+        add_to.view(-1, shape[2]).addmm_(lattice.slice_matrix, v)
     return add_to
 
 
