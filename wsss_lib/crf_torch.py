@@ -204,7 +204,8 @@ def _crf_group(images: torch.Tensor, probs: torch.Tensor, p, gaussian: str, trun
 
 @torch.no_grad()
 def dense_crf_torch(images, probs, params=None, *, gaussian: str = "lattice", group_max_elements: int | None = None,
-                    truncate: float = 4.0, tol: float = 1e-3, **deprecated) -> torch.Tensor:
+                    truncate: float = 4.0, tol: float = 1e-3, cpu_threads: int | None = 1,
+                    **deprecated) -> torch.Tensor:
     """Batched dense CRF on the device of ``probs``.
 
     ``images``: uint8 ``(B, 3, H, W)`` in 0-255 or float in [0, 1] (``(3, H, W)`` also accepted);
@@ -215,6 +216,9 @@ def dense_crf_torch(images, probs, params=None, *, gaussian: str = "lattice", gr
     ``truncate`` sigmas, zero outside the image).
     ``group_max_elements``: pixels filtered together (default by device: 2**21 on CPU, 2**23 on
     CUDA); the batch is processed in groups of whole images under it (an image is never split).
+    ``cpu_threads``: torch threads on CPU during the call (restored afterwards; None = leave
+    torch's setting). Default 1, like pydensecrf: the many small ops of the lattice lost 2-6x to
+    thread hand-offs at 2 threads on our shared 2-core machine (``benchmarks/bench_crf.py``).
     ``stride``, ``max_sources``, ``kernel_dtype`` (the former sampled bilateral term) are deprecated:
     accepted and ignored with a ``DeprecationWarning``.
     Returns float32 ``(B, C, H, W)`` marginals that sum to 1 over C (same rank as the input).
@@ -238,9 +242,17 @@ def dense_crf_torch(images, probs, params=None, *, gaussian: str = "lattice", gr
         raise InvalidInputError(f"group_max_elements must be >= 1, got {budget}")
     group = max(1, int(budget // (h * w)))
     out = torch.empty_like(probs)
-    for s0 in range(0, b, group):
-        sl = slice(s0, min(b, s0 + group))
-        out[sl] = _crf_group(images[sl], probs[sl], p, gaussian, truncate)
+    old_threads = torch.get_num_threads()
+    if cpu_threads is not None and probs.device.type == "cpu":
+        if int(cpu_threads) < 1:
+            raise InvalidInputError(f"cpu_threads must be >= 1 or None, got {cpu_threads}")
+        torch.set_num_threads(int(cpu_threads))
+    try:
+        for s0 in range(0, b, group):
+            sl = slice(s0, min(b, s0 + group))
+            out[sl] = _crf_group(images[sl], probs[sl], p, gaussian, truncate)
+    finally:
+        torch.set_num_threads(old_threads)
     return out[0] if unbatched else out
 
 

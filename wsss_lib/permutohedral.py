@@ -177,21 +177,28 @@ def _unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for k in range(rows.shape[1] - 2, -1, -1):
             strides[k] = strides[k + 1] * span[k + 1]
         codes = ((rows - lo) * strides).sum(-1)
-        uniq, inverse = torch.unique(codes, sorted=True, return_inverse=True)
-        first = torch.empty_like(uniq).scatter_(0, inverse, torch.arange(rows.shape[0], device=rows.device))
+        total = int(strides[0] * span[0])
+        uniq, inverse = torch.unique(_narrow(codes, total), sorted=True, return_inverse=True)
+        first = torch.empty(uniq.shape, dtype=torch.int64, device=rows.device).scatter_(
+            0, inverse, torch.arange(rows.shape[0], device=rows.device))
         return rows[first], inverse
     return torch.unique(rows, dim=0, return_inverse=True)
 
 
-def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """A sparse CSR matrix from COO entries (any order; no duplicate (row, col) pairs)."""
-    order = torch.argsort(rows, stable=True)
-    counts = torch.bincount(rows, minlength=shape[0])
-    crow = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
-    torch.cumsum(counts, 0, out=crow[1:])
+def _narrow(x: torch.Tensor, bound: int) -> torch.Tensor:
+    """int32 copy of non-negative int64 ``x < bound`` when it fits: sorts of int32 are ~2.5x faster
+    on CPU (measured: 9 vs 24 ms for 600k keys)."""
+    return x.to(torch.int32) if bound < 2**31 - 1 else x
+
+
+def _make_csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Sparse CSR with int32 indices when they fit (MKL's index type: int64 ones were converted,
+    i.e. copied, at every product)."""
+    if cols.numel() < 2**31 - 1 and max(shape) < 2**31 - 1:
+        crow, cols = crow.to(torch.int32), cols.to(torch.int32)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops we use are stable
         warnings.simplefilter("ignore")
-        return torch.sparse_csr_tensor(crow, cols[order], values[order], shape)
+        return torch.sparse_csr_tensor(crow, cols, values, shape)
 
 
 def build_lattice(features: torch.Tensor) -> Lattice:
@@ -220,7 +227,8 @@ def build_lattice(features: torch.Tensor) -> Lattice:
     packed = _pack(keys, d1, key_img)
     if packed is not None:
         codes, strides = packed
-        vertices, inverse = torch.unique(codes, sorted=True, return_inverse=True)
+        vertices, inverse = torch.unique(_narrow(codes, int(codes.max()) + 1), sorted=True, return_inverse=True)
+        vertices = vertices.to(torch.int64)
         m = vertices.numel()
         # neighbours along direction j: every coordinate -1 (resp. +1) except coordinate j, +d
         # (resp. -d); for j = d only the -1 / +1 part (the implied last coordinate takes the +-d)
@@ -246,11 +254,13 @@ def build_lattice(features: torch.Tensor) -> Lattice:
         neighbours = lookup[inv_all[m:]].view(d1, 2, m)
     offsets = inverse.view(-1, d1)[point_simplex]  # (B*N, d+1)
     flat_off, flat_w = offsets.reshape(-1), w.reshape(-1)
-    splat_m = _csr(flat_off, torch.arange(b * n, device=dev).repeat_interleave(d1), flat_w, (m, b * n))
-    with warnings.catch_warnings():  # rows already in order, d + 1 entries each
-        warnings.simplefilter("ignore")
-        slice_m = torch.sparse_csr_tensor(torch.arange(0, b * n * d1 + 1, d1, device=dev), flat_off,
-                                          flat_w * _alpha(d), (b * n, m))
+    # splat matrix (M, B*N): the entries sorted by vertex; entry k belongs to point k // (d + 1)
+    order = torch.argsort(_narrow(flat_off, m), stable=True)
+    crow = torch.zeros(m + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(torch.bincount(flat_off, minlength=m), 0, out=crow[1:])
+    splat_m = _make_csr(crow, torch.div(order, d1, rounding_mode="floor"), flat_w[order], (m, b * n))
+    # rows already in order, d + 1 entries each
+    slice_m = _make_csr(torch.arange(0, b * n * d1 + 1, d1, device=dev), flat_off, flat_w * _alpha(d), (b * n, m))
     return Lattice(offsets=offsets, weights=w, neighbours=neighbours.contiguous(), num_vertices=m, batch=b,
                    points=n, dim=d, splat_matrix=splat_m, slice_matrix=slice_m,
                    blur_matrices=[_blur_matrix(neighbours[j], m) for j in range(d1)])
@@ -259,11 +269,13 @@ def build_lattice(features: torch.Tensor) -> Lattice:
 def _blur_matrix(nbrs: torch.Tensor, m: int) -> torch.Tensor:
     """``I + (P_n1 + P_n2) / 2`` as sparse CSR ``(m, m)`` from ``(2, m)`` neighbour indices (``m`` = none)."""
     idx = torch.arange(m, device=nbrs.device)
-    rows = torch.cat([idx, idx, idx])
-    cols = torch.cat([idx, nbrs[0], nbrs[1]])
-    vals = torch.cat([torch.ones(m, device=nbrs.device), torch.full((2 * m,), 0.5, device=nbrs.device)])
+    cols = torch.sort(torch.stack([idx, nbrs[0], nbrs[1]], 1), 1).values  # (m, 3), missing (= m) last
     keep = cols < m
-    return _csr(rows[keep], cols[keep], vals[keep], (m, m))
+    crow = torch.zeros(m + 1, dtype=torch.int64, device=nbrs.device)
+    torch.cumsum(keep.sum(1), 0, out=crow[1:])
+    cols = cols[keep]  # row-major: rows stay in order
+    vals = torch.where(cols == idx.repeat_interleave(crow.diff()), 1.0, 0.5)
+    return _make_csr(crow, cols, vals.to(torch.float32), (m, m))
 
 
 def _check_values(lattice: Lattice, values) -> torch.Tensor:
@@ -352,16 +364,14 @@ def rescale(lattice: Lattice, before: torch.Tensor | None = None, after: torch.T
             raise InvalidInputError(f"{name} must be a float {shape} tensor, got "
                                     f"{tuple(fac.shape) if isinstance(fac, torch.Tensor) else type(fac).__name__}")
         fac = fac.reshape(-1).to(torch.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if name == "before":  # scales the splat matrix's columns
-                m = out.splat_matrix
-                out.splat_matrix = torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(),
-                                                           m.values() * fac[m.col_indices()], m.shape)
-            else:  # scales the slice matrix's rows (d + 1 entries per row)
-                m = out.slice_matrix
-                vals = (m.values().view(-1, lattice.dim + 1) * fac[:, None]).reshape(-1)
-                out.slice_matrix = torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(), vals, m.shape)
+        if name == "before":  # scales the splat matrix's columns
+            m = out.splat_matrix
+            out.splat_matrix = _make_csr(m.crow_indices(), m.col_indices(), m.values() * fac[m.col_indices()],
+                                         tuple(m.shape))
+        else:  # scales the slice matrix's rows (d + 1 entries per row)
+            m = out.slice_matrix
+            vals = (m.values().view(-1, lattice.dim + 1) * fac[:, None]).reshape(-1)
+            out.slice_matrix = _make_csr(m.crow_indices(), m.col_indices(), vals, tuple(m.shape))
     return out
 
 
