@@ -231,23 +231,24 @@ def dense_crf_torch(images, probs, params=None, *, gaussian: str = "lattice", gr
         warnings.warn(f"dense_crf_torch: {sorted(deprecated)} belonged to the removed sampled bilateral term and "
                       "are ignored (the permutohedral lattice needs no stride)", DeprecationWarning, stacklevel=3)
     p = _params(params)
-    images, probs, unbatched = _check_inputs(images, probs, tol)
-    b, c, h, w = probs.shape
     if gaussian not in ("lattice", "exact"):
         raise InvalidInputError(f"gaussian must be 'lattice' or 'exact', got {gaussian!r}")
     if truncate <= 0:
         raise InvalidInputError(f"truncate must be > 0, got {truncate}")
-    budget = group_max_elements or GROUP_MAX_ELEMENTS.get(probs.device.type, 2**21)
-    if budget < 1:
-        raise InvalidInputError(f"group_max_elements must be >= 1, got {budget}")
-    group = max(1, int(budget // (h * w)))
-    out = torch.empty_like(probs)
+    if group_max_elements is not None and group_max_elements < 1:
+        raise InvalidInputError(f"group_max_elements must be >= 1, got {group_max_elements}")
+    if cpu_threads is not None and int(cpu_threads) < 1:
+        raise InvalidInputError(f"cpu_threads must be >= 1 or None, got {cpu_threads}")
     old_threads = torch.get_num_threads()
-    if cpu_threads is not None and probs.device.type == "cpu":
-        if int(cpu_threads) < 1:
-            raise InvalidInputError(f"cpu_threads must be >= 1 or None, got {cpu_threads}")
+    on_cpu = isinstance(probs, np.ndarray) or (isinstance(probs, torch.Tensor) and probs.device.type == "cpu")
+    if cpu_threads is not None and on_cpu:
         torch.set_num_threads(int(cpu_threads))
     try:
+        images, probs, unbatched = _check_inputs(images, probs, tol)
+        b, c, h, w = probs.shape
+        budget = group_max_elements or GROUP_MAX_ELEMENTS.get(probs.device.type, 2**21)
+        group = max(1, int(budget // (h * w)))
+        out = torch.empty_like(probs)
         for s0 in range(0, b, group):
             sl = slice(s0, min(b, s0 + group))
             out[sl] = _crf_group(images[sl], probs[sl], p, gaussian, truncate)
