@@ -195,10 +195,12 @@ def _crf_group(images: torch.Tensor, probs: torch.Tensor, p, gaussian: str, trun
                 x = (q * norm_g).transpose(1, 2).reshape(g, c, h, w)
                 y = _gauss_filter(x, p.gauss_sxy, truncate).reshape(g, c, n).transpose(1, 2)
                 energy.add_(y * norm_g, alpha=p.gauss_compat)
-            # softmax over labels in place, into the buffer q held (the new q)
-            q, energy = energy, q
-            q.sub_(q.amax(-1, keepdim=True)).exp_()
-            q.div_(q.sum(-1, keepdim=True))
+            if c >= 8:  # torch's fused softmax wins with many labels, the in-place one with few (measured)
+                torch.softmax(energy, -1, out=q)
+            else:  # in place, into the buffer q held (the new q)
+                q, energy = energy, q
+                q.sub_(q.amax(-1, keepdim=True)).exp_()
+                q.div_(q.sum(-1, keepdim=True))
     return q.transpose(1, 2).reshape(g, c, h, w)
 
 
