@@ -114,10 +114,16 @@ def simplex_keys(rem0: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
     """Integer coordinates ``(B, N, d + 1, d)`` of the ``d + 1`` simplex vertices (remainder ``r``
     = index 2; the last coordinate is implied, all ``d + 1`` sum to 0)."""
     d1 = rem0.shape[-1]
-    r = torch.arange(d1, device=rem0.device).view(d1, 1)
-    # vertex r: rem0 + r, minus (d + 1) on the coordinates whose rank exceeds d - r
-    keys = rem0.unsqueeze(-2) + r - d1 * (rank.unsqueeze(-2) > (d1 - 1 - r)).to(torch.int64)
-    return keys[..., :-1]
+    return _vertex_keys(rem0[..., :-1], rank[..., :-1], d1)
+
+
+def _vertex_keys(rem0_d: torch.Tensor, rank_d: torch.Tensor, d1: int) -> torch.Tensor:
+    """:func:`simplex_keys` from the first ``d`` coordinates only: ``(..., d)`` -> ``(..., d + 1, d)``."""
+    r = torch.arange(d1, device=rem0_d.device, dtype=rem0_d.dtype).view(d1, 1)
+    # vertex r: rem0 + r, minus (d + 1) on the coordinates whose rank exceeds d - r (i.e. r >= d + 1 - rank)
+    keys = rem0_d.unsqueeze(-2) + r
+    keys.sub_((r >= (d1 - rank_d).unsqueeze(-2)).to(keys.dtype) * d1)
+    return keys
 
 
 @dataclass
@@ -252,11 +258,8 @@ def build_lattice(features: torch.Tensor) -> Lattice:
     img = torch.arange(b, device=dev).repeat_interleave(n)
     # distinct simplices: (image, remainder-0 vertex, rank permutation)
     simplices, point_simplex = _distinct_simplices(el, img, rem0, rank, b)
-    s_img, s_rem0 = simplices[:, 0], simplices[:, 1:d1]
-    s_rank = simplices[:, d1:]
-    s_rem0 = torch.cat([s_rem0, -s_rem0.sum(1, keepdim=True)], 1)  # coordinates sum to 0
-    s_rank = torch.cat([s_rank, (d * d1 // 2) - s_rank.sum(1, keepdim=True)], 1)  # a permutation of 0..d
-    keys = simplex_keys(s_rem0, s_rank).reshape(-1, d)  # (S * (d+1), d)
+    s_img, s_rem0, s_rank = simplices[:, 0], simplices[:, 1:d1], simplices[:, d1:]
+    keys = _vertex_keys(s_rem0, s_rank, d1).reshape(-1, d)  # (S * (d+1), d)
     key_img = s_img.repeat_interleave(d1)
     packed = _pack(keys, d1, key_img)
     if packed is not None:
