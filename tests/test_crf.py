@@ -1,13 +1,27 @@
-"""Dense CRF wrapper: known-answer synthetic images, 2 and C labels, batches, PNG output, input checks."""
+"""Dense CRF wrapper: known-answer synthetic images, 2 and C labels, batches, PNG output, input checks.
+
+Every test runs twice: on pydensecrf and on the torch fallback (:mod:`wsss_lib.crf_torch`) that
+:mod:`wsss_lib.crf` uses when pydensecrf cannot be imported."""
 
 from __future__ import annotations
+
+import logging
+import sys
 
 import numpy as np
 import pytest
 
+from wsss_lib import crf
 from wsss_lib.crf import CRFParams, as_params, crf_batch, crf_fgbg, dense_crf, write_masks
 from wsss_lib.errors import InvalidInputError
 from wsss_lib.imageio import read_label
+
+
+@pytest.fixture(autouse=True, params=["pydensecrf", "torch"])
+def backend(request, monkeypatch):
+    """Run the test with each CRF implementation."""
+    monkeypatch.setattr(crf, "_BACKEND", request.param)
+    return request.param
 
 
 def _square_scene(size=48, noise=0.35, seed=0):
@@ -136,3 +150,38 @@ def test_write_masks_roundtrip(tmp_path):
         write_masks(tmp_path, ["../x"], masks[:1])
     with pytest.raises(InvalidInputError):
         write_masks(tmp_path, ["f"], [np.zeros((8, 8), np.float32)])
+
+
+def test_falls_back_to_torch_when_pydensecrf_cannot_be_imported(monkeypatch, caplog, backend):
+    """A failed pydensecrf build: the CRF still runs (torch lattice), says so once, and gives
+    pydensecrf's result (computed here first, with pydensecrf present)."""
+    if backend != "pydensecrf":
+        pytest.skip("one run is enough")
+    img, gt, p = _square_scene(seed=3)
+    probs = np.stack([1 - p, p, np.zeros_like(p)])
+    reference = dense_crf(img, probs, CRFParams.deeplab())
+    ref_fg = crf_fgbg(img, p)
+    monkeypatch.setattr(crf, "_BACKEND", None)
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)  # "import pydensecrf" now raises ImportError
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    with caplog.at_level(logging.INFO, logger="wsss_lib.crf"):
+        out = dense_crf(img, probs, CRFParams.deeplab())
+        fg = crf_batch([img, img], [p, p], workers=2)
+    assert crf.backend() == "torch"
+    lines = [r.getMessage() for r in caplog.records if r.name == "wsss_lib.crf"]
+    assert len(lines) == 1 and "torch" in lines[0] and "pydensecrf" in lines[0]
+    assert out.shape == reference.shape and out.dtype == np.float32
+    assert (out.argmax(0) == reference.argmax(0)).mean() >= 0.995
+    assert np.abs(out - reference).max() < 1e-3
+    np.testing.assert_allclose(fg[0], ref_fg, atol=1e-3)
+    np.testing.assert_array_equal(fg[0], fg[1])
+
+
+def test_backend_prefers_pydensecrf_when_importable(monkeypatch, caplog, backend):
+    if backend != "pydensecrf":
+        pytest.skip("one run is enough")
+    monkeypatch.setattr(crf, "_BACKEND", None)
+    with caplog.at_level(logging.INFO, logger="wsss_lib.crf"):
+        assert crf.backend() == "pydensecrf"
+        assert crf.backend() == "pydensecrf"
+    assert [r.getMessage() for r in caplog.records if r.name == "wsss_lib.crf"] == ["dense CRF: pydensecrf"]

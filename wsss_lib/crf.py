@@ -1,5 +1,11 @@
 """Fully-connected (dense) CRF post-processing through pydensecrf (Krähenbühl & Koltun).
 
+When ``pydensecrf`` cannot be imported (its build failed), every function here runs the same
+model on :mod:`wsss_lib.crf_torch` instead (a permutohedral lattice in torch, the algorithm
+pydensecrf uses; its messages match pydensecrf's to float rounding): :func:`backend` says which
+runs, and one log line says so. With the torch backend :func:`crf_batch` batches images in this
+process instead of starting workers.
+
 Paper 1 smooths its fused fg/bg activation map with a dense CRF "as in DeepLab" [summary] and
 DeepLab-style methods refine segmentation outputs with it at test time. Unaries are ``-log p``
 (probabilities clipped to ``[eps, 1]``); pairwise terms are a Gaussian (smoothness) kernel and a
@@ -24,6 +30,7 @@ shows a few of these settings). The toy images' colours are flat, so a tighter c
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -127,8 +134,36 @@ def check_probs(probs, shape: tuple[int, int], tol: float = 1e-3) -> np.ndarray:
     return p
 
 
+# which implementation runs the CRF: chosen on first use (see backend())
+_BACKEND: str | None = None
+_log = logging.getLogger(__name__)
+
+
+def select_backend() -> str:
+    """``"pydensecrf"`` when it can be imported, else ``"torch"`` (:mod:`wsss_lib.crf_torch`: the
+    same model through a permutohedral lattice in torch, nothing to compile). Logs one line."""
+    try:
+        import pydensecrf.densecrf  # noqa: F401
+    except ImportError as exc:
+        _log.warning("dense CRF: pydensecrf cannot be imported (%s); using the torch permutohedral-lattice CRF "
+                     "(wsss_lib.crf_torch, same model and parameters)", exc)
+        return "torch"
+    _log.info("dense CRF: pydensecrf")
+    return "pydensecrf"
+
+
+def backend() -> str:
+    """The CRF implementation of this process (:func:`select_backend`, chosen once)."""
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = select_backend()
+    return _BACKEND
+
+
 def _inference(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
-    """The raw pydensecrf call on validated, contiguous inputs."""
+    """The raw CRF call on validated, contiguous inputs (pydensecrf, or the torch fallback)."""
+    if backend() == "torch":
+        return _torch_inference([image], [probs], params)[0]
     import pydensecrf.densecrf as dcrf
 
     c, h, w = probs.shape
@@ -142,6 +177,13 @@ def _inference(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nd
                                compat=params.bilateral_compat)
     q = d.inference(int(params.iterations))
     return np.asarray(q, dtype=np.float32).reshape(c, h, w)
+
+
+def _torch_inference(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: CRFParams) -> list[np.ndarray]:
+    """:func:`wsss_lib.crf_torch.crf_batch_torch` on CPU for validated inputs (same-size images batched)."""
+    from .crf_torch import crf_batch_torch
+
+    return crf_batch_torch(images, probs, params, device="cpu")
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, params: "CRFParams | dict | None" = None,
@@ -229,6 +271,14 @@ def crf_batch(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params:
             jobs.append(("fgbg", im, _check_fg(pr, im.shape[:2], f"item {i}: fg probability"), params))
         else:
             jobs.append(("multi", im, check_probs(pr, im.shape[:2]), params))
+    if backend() == "torch":  # batched in this process (torch uses the cores itself)
+        out = _torch_inference([j[1] for j in jobs], [j[2] for j in jobs], params)
+        if progress:
+            from tqdm.auto import tqdm
+
+            with tqdm(total=len(jobs), desc=desc, leave=False) as bar:
+                bar.update(len(jobs))
+        return out
     if workers is None:
         from .runtime import num_threads_hint  # imports torch: keep it out of the workers' imports
 

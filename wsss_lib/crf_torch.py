@@ -8,58 +8,47 @@ Same model and parameter meaning as pydensecrf's ``DenseCRF2D`` as called by
   ``gauss_compat``; a bilateral kernel ``exp(-|p_i - p_j|^2 / (2 sxy^2) - |I_i - I_j|^2 / (2 srgb^2))``
   over positions and 0-255 RGB, weight ``bilateral_compat``; Potts compatibility;
 * symmetric kernel normalisation ``D^-1/2 K D^-1/2`` with ``D = K 1`` (pydensecrf's default
-  ``NORMALIZE_SYMMETRIC``), the self-pair included (the permutohedral lattice includes it too);
+  ``NORMALIZE_SYMMETRIC``), the self-pair included;
 * ``iterations`` mean-field steps ``Q <- softmax(log p + sum_k w_k D_k^-1/2 K_k D_k^-1/2 Q)``.
 
-pydensecrf filters with a permutohedral lattice, an *approximation* of these Gaussians (its
-effective kernel has the nominal standard deviation; we measured it with a point probe). Here the
-kernels are computed as written, which is why the two agree closely but not bit for bit.
+Both kernels are filtered, like in pydensecrf, with the permutohedral lattice (Adams, Baek & Davis
+2010; :mod:`wsss_lib.permutohedral`), an *approximation* of these Gaussians, with pydensecrf's
+conventions (feature scaling, ``[1/2 1 1/2]`` blur in direction order 0..d, ``alpha``), so the
+messages equal pydensecrf's up to float rounding and the two CRFs agree on practically every
+pixel (``benchmarks/bench_crf.py``). The lattice (vertex keys, barycentric weights, blur
+neighbours) depends only on the image, so it is built once per image, the normalisation and the
+compatibility weight are folded into its sparse splat/slice matrices, and every iteration filters
+all C labels at once: per iteration one sparse matmul to splat, ``2 (d + 1)`` row gathers to blur
+and one sparse matmul to slice, O(N C). Images of a batch share one lattice (disjoint vertices).
+The position-only lattice depends only on the image size and is cached for a few sizes.
+``gaussian="exact"`` computes the Gaussian term exactly instead (separable, truncated at
+``truncate * gauss_sxy`` px: two banded matmuls up to 512 px sides, 1-D convolutions beyond).
 
-How the two kernels are computed (chosen automatically; documented choices [ours]):
-
-* Gaussian (positions only): separable, so it is computed exactly (truncated at
-  ``truncate * gauss_sxy`` px, zero outside the image) as two small banded matmuls for sides up to
-  512 px, as two 1-D convolutions beyond. Cost O(N sxy).
-* Bilateral: the spatial range is large (DeepLab's 80 px spans a whole 96 px image), so a local
-  window as in ConvCRF (Teichmann & Cipolla 2018) cannot reproduce it. We compute messages
-  *densely* from a set of source pixels to every pixel: one pixel per ``s x s`` block (a fixed
-  pseudo-random pixel of the block, so periodic textures are not sampled on one phase only;
-  weight = block size). ``s = 1`` is the exact dense sum; by default ``s`` is the smallest stride
-  whose grid has at most ``MAX_SOURCES`` (2500) pixels, so the cost is linear in N (96x96 -> s=2,
-  321x321 -> s=7, 512x1024 -> s=15). Sources keep their own colours (no colour averaging across
-  edges); with ``s`` well below ``bilateral_sxy`` the spatial sum is well approximated. The
-  ``N' x N`` kernel is built once per image and reused by every iteration (one batched matmul per
-  iteration); when it exceeds the memory budget it is rebuilt in chunks at each iteration
-  instead. The stride depends only on the image size, never on the device, so CPU and GPU give
-  the same numbers up to float rounding (CUDA stores the kernel in bfloat16 by default).
-
-Agreement with pydensecrf (fg/bg masks thresholded at 0.5, pooled IoU over the ToyObjects TEST
-split, see ``benchmarks/bench_crf.py``): >= 0.99 for GT-derived noisy probabilities and ~0.97 for
-fused-activation masks, at both :class:`~wsss_lib.crf.CRFParams` defaults and ``deeplab()``.
-Differences concentrate on small objects near the survive/vanish tipping point of mean field.
-
-Cost: per image and iteration one ``(C x N') @ (N' x N)`` matmul, the kind of work accelerators
-are built for. On a 2-core CPU pydensecrf (permutohedral lattice, O(N)) is 15-60x faster, so
-:mod:`wsss_lib.crf` stays the CPU default; use this module on CUDA (:func:`crf_batch_torch` is a
-drop-in for :func:`wsss_lib.crf.crf_batch`). Everything runs under ``torch.no_grad``.
+Cost: linear in pixels and labels. On CPU the lattice construction (two sorts of O(N (d + 1))
+int64 keys) dominates with few labels; see ``benchmarks/README.md`` for the measured ratio to
+pydensecrf. :func:`crf_batch_torch` is a drop-in for :func:`wsss_lib.crf.crf_batch` (e.g. on
+CUDA), and :mod:`wsss_lib.crf` falls back to this module when pydensecrf cannot be imported.
+Everything runs under ``torch.no_grad``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import permutohedral
 from .errors import InvalidInputError
 
-# automatic bilateral stride: the smallest whose source grid has at most this many pixels, so the
-# cost per image is O(N * MAX_SOURCES) = linear in N (96x96 -> stride 2, 321x321 -> 7, 512x1024 -> 15)
-MAX_SOURCES = 2500
-# memory budget for the kernels of one group of images processed together
-GROUP_MAX_ELEMENTS = {"cpu": 2**27, "cuda": 2**30}
+# pixels whose lattices are built and filtered together (images are grouped under it)
+GROUP_MAX_ELEMENTS = {"cpu": 2**21, "cuda": 2**23}
+# keyword arguments of the former Monte-Carlo bilateral term, accepted (ignored) with a warning
+_DEPRECATED = ("stride", "max_sources", "kernel_dtype")
 
 
 def _params(params: Any):
@@ -67,17 +56,6 @@ def _params(params: Any):
     from .crf import as_params
 
     return as_params(params)
-
-
-def bilateral_stride(height: int, width: int, max_sources: int = MAX_SOURCES) -> int:
-    """The source-grid stride the bilateral term uses for an ``height x width`` image (1 = exact):
-    the smallest with at most ``max_sources`` grid pixels."""
-    if max_sources < 1:
-        raise InvalidInputError(f"max_sources must be >= 1, got {max_sources}")
-    s = 1
-    while math.ceil(height / s) * math.ceil(width / s) > max_sources:
-        s += 1
-    return s
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -152,149 +130,132 @@ def _gauss_filter(x: torch.Tensor, sigma: float, truncate: float) -> torch.Tenso
     return y.reshape(b * c, w, h).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _grid_sources(h: int, w: int, s: int, device, jitter: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices of one source pixel per ``s x s`` block and the block sizes (weights).
-
-    ``jitter``: a fixed pseudo-random pixel of each block (seed 0, same for every call) instead of
-    the block centre, so periodic textures with a period near ``s`` are not sampled on one phase only.
-    """
-    ys = torch.arange(0, h, s)
-    xs = torch.arange(0, w, s)
-    hy = torch.clamp(h - ys, max=s)
-    wx = torch.clamp(w - xs, max=s)
-    if jitter and s > 1:
-        g = torch.Generator().manual_seed(0)
-        oy = (torch.rand(len(ys), len(xs), generator=g) * hy[:, None]).long()
-        ox = (torch.rand(len(ys), len(xs), generator=g) * wx[None, :]).long()
-        cy, cx = ys[:, None] + oy, xs[None, :] + ox
-    else:
-        cy, cx = (ys + (hy - 1) // 2)[:, None], (xs + (wx - 1) // 2)[None, :]
-    idx = (cy * w + cx).reshape(-1)
-    weight = (hy[:, None] * wx[None, :]).reshape(-1).to(torch.float32)
-    return idx.to(device), weight.to(device)
+def _positions(h: int, w: int, device) -> torch.Tensor:
+    """``(H*W, 2)`` float32 pixel coordinates ``(x, y)`` in row-major order (pydensecrf's order)."""
+    yy, xx = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    return torch.stack([xx, yy], -1).reshape(-1, 2)
 
 
-class _Bilateral:
-    """Bilateral message passing from the source pixels ``idx`` to every pixel, for a group of images.
+class _LatticeKernel:
+    """``weight * D^-1/2 K D^-1/2`` with ``K`` a permutohedral-lattice Gaussian and ``D = K 1``
+    (the same lattice), folded into the lattice's splat/slice matrices. ``shared``: one lattice for
+    every image (position-only features), the images' channels filtered side by side."""
 
-    The ``(G, N', N)`` kernel is built once and kept when it has at most ``budget`` elements;
-    otherwise it is rebuilt chunk by chunk (over target pixels) at every use, so memory stays
-    bounded for any image size (slower: the exps are recomputed each iteration).
-    """
+    def __init__(self, features: torch.Tensor, weight: float, shared: bool = False):
+        lat = permutohedral.build_lattice(features)
+        ones = torch.ones(features.shape[0], features.shape[1], 1, device=features.device)
+        norm = (permutohedral.lattice_filter(lat, ones)[..., 0] + 1e-20).rsqrt()  # (B or 1, N)
+        self.lattice = permutohedral.rescale(lat, before=norm, after=norm * weight)
+        self.shared = shared
 
-    def __init__(self, images: torch.Tensor, sxy: float, srgb: float, idx: torch.Tensor, wgt: torch.Tensor,
-                 dtype: torch.dtype, budget: int):
-        g, _, h, w = images.shape
-        dev = images.device
-        yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
-                                torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")
-        pos = torch.stack([xx, yy]).reshape(2, -1) / sxy  # (2, N)
-        col = images.reshape(g, 3, -1) / srgb  # (G, 3, N)
-        self.f = torch.cat([pos.unsqueeze(0).expand(g, -1, -1), col], 1)  # (G, 5, N)
-        self.fs = self.f[:, :, idx].transpose(1, 2).contiguous()  # (G, N', 5)
-        self.sq = (self.f * self.f).sum(1, keepdim=True)  # (G, 1, N)
-        self.sq_s = (self.fs * self.fs).sum(-1, keepdim=True)  # (G, N', 1)
-        self.idx, self.dtype = idx, dtype
-        n, m = h * w, idx.numel()
-        self.n = n
-        self.k = self._kernel(slice(0, n)) if g * n * m <= budget else None
-        self.chunk = max(1, budget // (g * m))
-        self.norm = self._apply(wgt.view(1, 1, -1).expand(g, 1, -1)).clamp_min(1e-20).rsqrt()  # (G, 1, N)
-        self.src_scale = self.norm[:, :, idx] * wgt.view(1, 1, -1)  # (G, 1, N')
-
-    def _kernel(self, sl: slice) -> torch.Tensor:
-        """``K[b, j, i] = exp(-|f_j - f_i|^2 / 2)``, sources j x targets i in ``sl``; (G, N', n_sl)."""
-        d2 = torch.baddbmm(self.sq_s, self.fs, self.f[:, :, sl], alpha=-2.0).add_(self.sq[:, :, sl])
-        # exp(-80) ~ 2e-35 is 0 for our purpose; larger arguments hit exp's slow underflow path on CPUs
-        k = d2.clamp_(0.0, 160.0).mul_(-0.5).exp_()
-        return k if self.dtype == torch.float32 else k.to(self.dtype)
-
-    def _apply(self, src: torch.Tensor) -> torch.Tensor:
-        """``(G, C, N')`` source values -> ``(G, C, N)`` kernel-weighted sums (float32)."""
-        src = src.to(self.dtype)
-        if self.k is not None:
-            return torch.bmm(src, self.k).float()
-        out = torch.empty(src.shape[0], src.shape[1], self.n, device=src.device)
-        for s0 in range(0, self.n, self.chunk):
-            sl = slice(s0, min(self.n, s0 + self.chunk))
-            out[:, :, sl] = torch.bmm(src, self._kernel(sl)).float()
-        return out
-
-    def message(self, q: torch.Tensor) -> torch.Tensor:
-        """``D^-1/2 K D^-1/2 q`` for ``q`` ``(G, C, N)``."""
-        return self._apply(q[:, :, self.idx] * self.src_scale) * self.norm
+    def add_message(self, energy: torch.Tensor, q: torch.Tensor) -> None:
+        """``energy += message(q)`` for contiguous ``(G, N, C)`` tensors."""
+        g, n, c = q.shape
+        lat = self.lattice
+        if self.shared and g > 1:  # (G, N, C) -> (1, N, G*C) and back
+            x = q.permute(1, 0, 2).reshape(1, n, g * c)
+            y = permutohedral.slice_values(lat, permutohedral.blur(lat, permutohedral.splat(lat, x)))
+            energy.add_(y.view(n, g, c).permute(1, 0, 2))
+        else:
+            permutohedral.slice_values(lat, permutohedral.blur(lat, permutohedral.splat(lat, q)), add_to=energy)
 
 
-def _crf_group(images: torch.Tensor, probs: torch.Tensor, p, stride: int, truncate: float,
-               kernel_dtype: torch.dtype, budget: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=4)
+def _position_kernel(h: int, w: int, sxy: float, compat: float, device: str) -> _LatticeKernel:
+    """The Gaussian (position-only) kernel depends only on the image size: built once per size
+    and reused by later calls (a few recent sizes are kept)."""
+    return _LatticeKernel((_positions(h, w, torch.device(device)) / sxy)[None], compat, shared=True)
+
+
+def _crf_group(images: torch.Tensor, probs: torch.Tensor, p, gaussian: str, truncate: float) -> torch.Tensor:
     g, c, h, w = probs.shape
     n = h * w
-    logp = probs.clamp(min=p.eps, max=1.0).log()
-    q = torch.softmax(logp, 1)
+    logp = probs.clamp(min=p.eps, max=1.0).log().reshape(g, c, n).transpose(1, 2).contiguous()  # (G, N, C)
+    q = torch.softmax(logp, -1)
     iters = int(p.iterations)
-    if iters == 0:
-        return q
-    use_g = p.gauss_compat > 0
-    use_b = p.bilateral_compat > 0
-    if use_g:
-        ones = torch.ones(1, 1, h, w, device=probs.device)
-        norm_g = _gauss_filter(ones, p.gauss_sxy, truncate).clamp_min(1e-20).rsqrt()  # (1, 1, H, W)
-    if use_b:
-        idx, wgt = _grid_sources(h, w, stride, probs.device)
-        bil = _Bilateral(images, p.bilateral_sxy, p.bilateral_srgb, idx, wgt, kernel_dtype, budget)
-    for _ in range(iters):
-        energy = logp.clone()
-        if use_g:
-            energy += p.gauss_compat * norm_g * _gauss_filter(q * norm_g, p.gauss_sxy, truncate)
-        if use_b:
-            energy += p.bilateral_compat * bil.message(q.reshape(g, c, n)).reshape(g, c, h, w)
-        q = torch.softmax(energy, 1)
-    return q
+    if iters > 0:
+        pos = _positions(h, w, probs.device)
+        kernels = []
+        if p.gauss_compat > 0 and gaussian == "lattice":
+            kernels.append(_position_kernel(h, w, float(p.gauss_sxy), float(p.gauss_compat), str(probs.device)))
+        elif p.gauss_compat > 0:
+            ones = torch.ones(1, 1, h, w, device=probs.device)
+            norm_g = _gauss_filter(ones, p.gauss_sxy, truncate).clamp_min(1e-20).rsqrt().reshape(1, n, 1)
+        if p.bilateral_compat > 0:
+            col = images.reshape(g, 3, n).transpose(1, 2) / p.bilateral_srgb
+            kernels.append(_LatticeKernel(torch.cat([(pos / p.bilateral_sxy).expand(g, n, 2), col], -1),
+                                          p.bilateral_compat))
+        energy = torch.empty_like(logp)
+        for _ in range(iters):
+            energy.copy_(logp)
+            for k in kernels:
+                k.add_message(energy, q)
+            if p.gauss_compat > 0 and gaussian == "exact":
+                x = (q * norm_g).transpose(1, 2).reshape(g, c, h, w)
+                y = _gauss_filter(x, p.gauss_sxy, truncate).reshape(g, c, n).transpose(1, 2)
+                energy.add_(y * norm_g, alpha=p.gauss_compat)
+            if c >= 8:  # torch's fused softmax wins with many labels, the in-place one with few (measured)
+                torch.softmax(energy, -1, out=q)
+            else:  # in place, into the buffer q held (the new q)
+                q, energy = energy, q
+                q.sub_(q.amax(-1, keepdim=True)).exp_()
+                q.div_(q.sum(-1, keepdim=True))
+    return q.transpose(1, 2).reshape(g, c, h, w)
 
 
 @torch.no_grad()
-def dense_crf_torch(images, probs, params=None, *, stride: int | None = None,
-                    max_sources: int = MAX_SOURCES, group_max_elements: int | None = None,
-                    truncate: float = 4.0, kernel_dtype: torch.dtype | None = None,
-                    tol: float = 1e-3) -> torch.Tensor:
+def dense_crf_torch(images, probs, params=None, *, gaussian: str = "lattice", group_max_elements: int | None = None,
+                    truncate: float = 4.0, tol: float = 1e-3, cpu_threads: int | None = 1,
+                    **deprecated) -> torch.Tensor:
     """Batched dense CRF on the device of ``probs``.
 
     ``images``: uint8 ``(B, 3, H, W)`` in 0-255 or float in [0, 1] (``(3, H, W)`` also accepted);
     ``probs``: float ``(B, C, H, W)``, C >= 2, a distribution over C at each pixel (within ``tol``).
     ``params``: :class:`wsss_lib.crf.CRFParams`, a dict of its fields, or None (defaults).
-    ``stride``: bilateral source-grid stride (1 = exact; None = the smallest with at most
-    ``max_sources`` source pixels, see :func:`bilateral_stride`).
-    ``group_max_elements``: bilateral-kernel elements held at once (default by device: 2**27 on CPU,
-    2**30 on CUDA); images are processed in groups under it, and an image whose kernel alone is
-    larger has it rebuilt in chunks at every iteration instead of stored (bounded memory, slower).
-    ``truncate``: Gaussian-term radius in sigmas.
-    ``kernel_dtype``: storage of the bilateral kernel (None: bfloat16 on CUDA, which halves its
-    memory traffic, float32 elsewhere); messages are accumulated and normalised in float32.
+    ``gaussian``: how the position-only kernel is filtered: ``"lattice"`` (default; the
+    permutohedral lattice, as pydensecrf) or ``"exact"`` (the separable Gaussian, truncated at
+    ``truncate`` sigmas, zero outside the image).
+    ``group_max_elements``: pixels filtered together (default by device: 2**21 on CPU, 2**23 on
+    CUDA); the batch is processed in groups of whole images under it (an image is never split).
+    ``cpu_threads``: torch threads on CPU during the call (restored afterwards; None = leave
+    torch's setting). Default 1, like pydensecrf: the many small ops of the lattice lost 2-6x to
+    thread hand-offs at 2 threads on our shared 2-core machine (``benchmarks/bench_crf.py``).
+    ``stride``, ``max_sources``, ``kernel_dtype`` (the former sampled bilateral term) are deprecated:
+    accepted and ignored with a ``DeprecationWarning``.
     Returns float32 ``(B, C, H, W)`` marginals that sum to 1 over C (same rank as the input).
     Non-contiguous inputs are fine. Raises :class:`InvalidInputError` on bad input.
     """
+    unknown = sorted(set(deprecated) - set(_DEPRECATED))
+    if unknown:
+        raise TypeError(f"dense_crf_torch() got unexpected keyword arguments {unknown}")
+    if deprecated:
+        warnings.warn(f"dense_crf_torch: {sorted(deprecated)} belonged to the removed sampled bilateral term and "
+                      "are ignored (the permutohedral lattice needs no stride)", DeprecationWarning, stacklevel=3)
     p = _params(params)
-    images, probs, unbatched = _check_inputs(images, probs, tol)
-    b, c, h, w = probs.shape
-    if stride is None:
-        stride = bilateral_stride(h, w, max_sources)
-    if int(stride) < 1:
-        raise InvalidInputError(f"stride must be >= 1, got {stride}")
-    stride = int(stride)
+    if gaussian not in ("lattice", "exact"):
+        raise InvalidInputError(f"gaussian must be 'lattice' or 'exact', got {gaussian!r}")
     if truncate <= 0:
         raise InvalidInputError(f"truncate must be > 0, got {truncate}")
-    n = h * w
-    n_src = math.ceil(h / stride) * math.ceil(w / stride)
-    budget = group_max_elements or GROUP_MAX_ELEMENTS.get(probs.device.type, 2**27)
-    group = max(1, int(budget // (n * n_src * 2)))  # x2: distance matrix + kernel coexist briefly
-    if kernel_dtype is None:
-        kernel_dtype = torch.bfloat16 if probs.device.type == "cuda" else torch.float32
-    if kernel_dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise InvalidInputError(f"kernel_dtype must be float32, bfloat16 or float16, got {kernel_dtype}")
-    out = torch.empty_like(probs)
-    for s0 in range(0, b, group):
-        sl = slice(s0, min(b, s0 + group))
-        out[sl] = _crf_group(images[sl], probs[sl], p, stride, truncate, kernel_dtype, budget)
+    if group_max_elements is not None and group_max_elements < 1:
+        raise InvalidInputError(f"group_max_elements must be >= 1, got {group_max_elements}")
+    if cpu_threads is not None and int(cpu_threads) < 1:
+        raise InvalidInputError(f"cpu_threads must be >= 1 or None, got {cpu_threads}")
+    old_threads = torch.get_num_threads()
+    on_cpu = isinstance(probs, np.ndarray) or (isinstance(probs, torch.Tensor) and probs.device.type == "cpu")
+    if cpu_threads is not None and on_cpu:
+        torch.set_num_threads(int(cpu_threads))
+    try:
+        images, probs, unbatched = _check_inputs(images, probs, tol)
+        b, c, h, w = probs.shape
+        budget = group_max_elements or GROUP_MAX_ELEMENTS.get(probs.device.type, 2**21)
+        group = max(1, int(budget // (h * w)))
+        out = torch.empty_like(probs)
+        for s0 in range(0, b, group):
+            sl = slice(s0, min(b, s0 + group))
+            out[sl] = _crf_group(images[sl], probs[sl], p, gaussian, truncate)
+    finally:
+        torch.set_num_threads(old_threads)
     return out[0] if unbatched else out
 
 
