@@ -43,7 +43,7 @@ def direct_pydensecrf(image, probs, p):
 
 
 def wrapper_overhead(rows, args, reps):
-    from wsss_lib.crf import CRFParams, dense_crf
+    from wsss_lib.ops.crf import CRFParams, dense_crf
 
     rng = np.random.default_rng(args.seed)
     p = CRFParams.deeplab()
@@ -58,8 +58,8 @@ def wrapper_overhead(rows, args, reps):
 
 
 def workers_speedup(rows, args, reps):
-    from wsss_lib.crf import CRFParams, crf_batch
-    from wsss_lib.runtime import num_threads_hint
+    from wsss_lib.ops.crf import CRFParams, crf_batch
+    from wsss_lib.core.parallel import num_threads_hint
 
     rng = np.random.default_rng(args.seed + 1)
     n = 12 if args.quick else 24
@@ -77,8 +77,8 @@ def workers_speedup(rows, args, reps):
 
 
 def torch_vs_pydensecrf(rows, args, reps):
-    from wsss_lib.crf import CRFParams, crf_batch, dense_crf
-    from wsss_lib.crf_torch import bilateral_stride, dense_crf_torch
+    from wsss_lib.ops.crf import CRFParams, crf_batch, dense_crf
+    from wsss_lib.ops.crf_torch import bilateral_stride, dense_crf_torch
 
     p = CRFParams()
     n = 8 if args.quick else 16
@@ -120,8 +120,8 @@ def _pooled_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _agree(rows, name, images_u8, fg_prob, params, pname):
     """Pooled and per-image mean IoU of the two CRFs' masks (> 0.5)."""
-    from wsss_lib.crf import crf_batch
-    from wsss_lib.crf_torch import crf_fgbg_torch
+    from wsss_lib.ops.crf import crf_batch
+    from wsss_lib.ops.crf_torch import crf_fgbg_torch
 
     ims = [np.ascontiguousarray(x) for x in images_u8.permute(0, 2, 3, 1).numpy()]
     ref = np.stack(crf_batch(ims, list(fg_prob.numpy()), params)) > 0.5
@@ -133,7 +133,7 @@ def _agree(rows, name, images_u8, fg_prob, params, pname):
 
 
 def agreement(rows, args):
-    from wsss_lib.crf import CRFParams
+    from wsss_lib.ops.crf import CRFParams
 
     rng = np.random.default_rng(args.seed + 3)
     if args.quick:
@@ -141,7 +141,7 @@ def agreement(rows, args):
     else:
         from wsss_lib.data.base import SegmentationDataset
         from wsss_lib.data.registry import load_dataset
-        from wsss_lib.train import preload
+        from wsss_lib.engine.train import preload
 
         info, samples = load_dataset("toy_objects", split="test")
         ds = preload(SegmentationDataset(info, samples))
@@ -160,9 +160,9 @@ def fused_maps(args, test_images: torch.Tensor) -> torch.Tensor:
     """Calibrated fused conv4+conv5 maps of a small tag classifier trained here (threshold from VAL)."""
     from wsss_lib.data.base import SegmentationDataset
     from wsss_lib.data.registry import load_dataset
-    from wsss_lib.masks import calibrate, choose_threshold, extract_masks
+    from wsss_lib.ops.masks import calibrate, choose_threshold, extract_masks
     from wsss_lib.models import TagClassifier, build_backbone
-    from wsss_lib.train import preload, train_classifier
+    from wsss_lib.engine.train import preload, train_classifier
 
     info, tr = load_dataset("toy_objects", split="train")
     _, va = load_dataset("toy_objects", split="val")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsss_lib.crf import CRFParams, as_params, crf_batch, crf_fgbg, dense_crf, write_masks
-from wsss_lib.errors import InvalidInputError
-from wsss_lib.imageio import read_label
+from wsss_lib.ops.crf import CRFParams, as_params, crf_batch, crf_fgbg, dense_crf
+from wsss_lib.core.io import write_masks
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.core.io import read_label
 
 
 def _square_scene(size=48, noise=0.35, seed=0):
@@ -118,7 +119,7 @@ def test_pool_start_method_forks_outside_kernels_only(monkeypatch):
     import multiprocessing as mp
     import sys
 
-    from wsss_lib.crf import _pool_context
+    from wsss_lib.core.parallel import pool_context as _pool_context
 
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     assert _pool_context().get_start_method() == "fork"

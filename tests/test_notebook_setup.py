@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from wsss_lib.errors import InvalidInputError
+from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.notebook import check_types, setup
 from wsss_lib.runner import run_notebooks
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from wsss_lib.errors import InvalidInputError, WsssError
+from wsss_lib.core.errors import InvalidInputError, WsssError
 from wsss_lib.runner import discover_notebooks, parse_value, run_notebooks
 
 

@@ -15,4 +15,4 @@ Modules import torch lazily where they can, so ``import wsss_lib`` stays cheap.
 
 __version__ = "0.1.0"
 
-from .errors import WsssError  # noqa: F401
+from .core.errors import WsssError  # noqa: F401

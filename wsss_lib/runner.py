@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_bytes
-from .errors import InvalidInputError, WsssError
-from .results import load_metrics, results_markdown
+from .core.io import atomic_write_bytes
+from .core.errors import InvalidInputError, WsssError
+from .core.results import load_metrics, results_markdown
 
 NOTEBOOK_RE = re.compile(r"^\d\d_.+\.ipynb$")
 
@@ -104,8 +105,8 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 def _write_html(executed: Path, html_dir: Path) -> None:
-    from nbconvert import HTMLExporter
-    import nbformat
+    from nbconvert import HTMLExporter  # lazy: notebook tooling, only when notebooks are executed
+    import nbformat  # lazy: notebook tooling, only when notebooks are executed
 
     nb = nbformat.read(executed, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
@@ -125,8 +126,7 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
 
     Raises :class:`WsssError` for an unwritable output folder or one that is the notebooks folder.
     """
-    import papermill as pm
-    from tqdm.auto import tqdm
+    import papermill as pm  # lazy: notebook tooling, only when notebooks are executed
 
     nb_dir = Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()
     nbs = discover_notebooks(nb_dir, only)

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import WsssError
+from ..core.errors import WsssError
 
 # modules under wsss_lib.cli that register subcommands (missing ones are skipped)
 COMMAND_MODULES = ("run", "data", "paper1", "paper2", "bench")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetInfo, Sample
-from .voc import dataset_layout_error
+from ..core.errors import dataset_layout_error
 
 CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
                       "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",

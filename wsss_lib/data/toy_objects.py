@@ -44,11 +44,12 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..imageio import read_image, read_label, write_image, write_label
+from ..core.errors import InvalidInputError, dataset_layout_error
+from ..core.io import read_image, read_label, voc_palette, write_image, write_label
+from ..core.parallel import num_threads_hint, run_pool
 from .base import DatasetInfo, Sample, read_tags_json, tags_from_label
-from .textures import (blend, ensure_generated, fill_polygons, place_polygons, random_colors, rng_for,
-                       shading, shape_polygons, smooth_noise, texture_pattern)
+from .textures import (blend, ensure_generated, fill_polygons, place_polygons, random_colors, rng_for, shading,
+                       shape_polygons, smooth_noise, texture_pattern)
 from .voc import voc_layout_index
 
 GENERATOR_VERSION = 1
@@ -67,8 +68,6 @@ TOY_OBJECTS_SOURCE = "generated locally: wsss_lib.data.toy_objects.ensure_toy_ob
 
 def toy_objects_info() -> DatasetInfo:
     """ToyObjects label space: 7 classes, background = 0, VOC palette."""
-    from ..viz import voc_palette
-
     return DatasetInfo(name="toy_objects", classes=list(CLASSES), background=[0], palette=voc_palette())
 
 
@@ -236,27 +235,6 @@ def _work(args: tuple[str, str, int, dict]) -> tuple[str, list[str], list[dict]]
     return sid, tags, objects
 
 
-def _run_pool(fn, tasks: list, workers: int) -> list:
-    """``[fn(t) for t in tasks]``, on ``workers`` forked processes when worthwhile (order kept).
-
-    OpenCV's thread pool does not survive ``fork`` (children deadlock when the parent has used a
-    parallel cv2 call), so the parent's pool is shut down (``cv2.setNumThreads(1)``) while the
-    workers are forked and restored afterwards. Without ``fork`` (Windows/macOS spawn) work runs
-    in this process: spawning would re-import torch in every worker, which costs more than it saves.
-    """
-    import multiprocessing as mp
-
-    if workers <= 1 or len(tasks) < 16 or "fork" not in mp.get_all_start_methods():
-        return [fn(t) for t in tasks]
-    n_cv = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with mp.get_context("fork").Pool(workers) as pool:
-            return list(pool.imap(fn, tasks, chunksize=max(1, len(tasks) // (workers * 8))))
-    finally:
-        cv2.setNumThreads(n_cv)
-
-
 def write_toy_objects(root: str | os.PathLike, params: dict, workers: int = 2) -> None:
     """Generate every split of ToyObjects into ``root`` (no manifest; see :func:`ensure_toy_objects`)."""
     root = Path(root)
@@ -265,7 +243,7 @@ def write_toy_objects(root: str | os.PathLike, params: dict, workers: int = 2) -
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True, exist_ok=True)
     tasks = [(str(root), split, i, params) for split, n in params["splits"].items() for i in range(n)]
-    results = _run_pool(_work, tasks, workers)
+    results = run_pool(_work, tasks, workers, min_tasks=16, start_method="fork", in_process_without_fork=True)
     tags, objects = {}, {}
     for sid, t, o in results:
         tags[sid], objects[sid] = t, o
@@ -313,8 +291,6 @@ def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: in
     manifest = toy_objects_manifest(**kw)
     p = manifest["params"]
     if workers is None:
-        from ..runtime import num_threads_hint
-
         workers = min(2, num_threads_hint())
     return ensure_generated(root, manifest, lambda tmp: write_toy_objects(tmp, p, workers),
                             lambda r: _files_ok(r, p))
@@ -323,8 +299,6 @@ def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: in
 def load_toy_objects(root: str | os.PathLike = "data/toy/objects", split: str = "train") -> tuple[DatasetInfo, list[Sample]]:
     """Index one split of an on-disk ToyObjects folder: ``(info, samples)`` with ``Sample.tags`` filled
     from ``tags.json`` (class indices, background included when visible)."""
-    from .voc import dataset_layout_error
-
     root = Path(root)
     info = toy_objects_info()
     if not (root / "tags.json").is_file():

@@ -54,10 +54,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..imageio import write_image, write_label
+from ..core.errors import InvalidInputError, dataset_layout_error
+from ..core.io import write_image, write_label
+from ..core.parallel import num_threads_hint, run_pool
 from .base import DatasetInfo, Sample, read_list_file, read_tags_json, safe_join, tags_from_label
-from .textures import (blend, ensure_generated, random_colors, rng_for, smooth_noise, texture_pattern)
+from .textures import blend, ensure_generated, hsv_to_rgb, random_colors, rng_for, smooth_noise, texture_pattern
 
 GENERATOR_VERSION = 2
 CLASSES = ["sky", "building", "vegetation", "road", "sidewalk", "car", "person", "bicycle"]
@@ -86,8 +87,6 @@ def toy_streets_info() -> DatasetInfo:
 
 # ------------------------------------------------------------------------------------------ colours
 def _hsv(rng, h, s, v, n=1) -> np.ndarray:
-    from .textures import hsv_to_rgb
-
     return hsv_to_rgb(np.stack([rng.uniform(*h, n), rng.uniform(*s, n), rng.uniform(*v, n)], -1))
 
 
@@ -464,13 +463,12 @@ def _work(args) -> tuple[str, dict, dict]:
 
 def write_toy_streets(root: str | os.PathLike, params: dict, workers: int = 2) -> None:
     """Generate every split of ToyStreets into ``root`` (no manifest; see :func:`ensure_toy_streets`)."""
-    from .toy_objects import _run_pool
 
     root = Path(root)
     (root / "ImageSets").mkdir(parents=True, exist_ok=True)
     tasks = [(str(root), split, i, params) for split, n in params["splits"].items() for i in range(n)]
     tags, clips = {}, {}
-    for clip, t, meta in _run_pool(_work, tasks, workers if len(tasks) >= 4 else 1):
+    for clip, t, meta in run_pool(_work, tasks, workers if len(tasks) >= 4 else 1, min_tasks=16, start_method="fork", in_process_without_fork=True):
         tags.update(t)
         clips[clip] = meta
     for split, n in params["splits"].items():
@@ -514,8 +512,6 @@ def ensure_toy_streets(root: str | os.PathLike = "data/toy/streets", *, size: Se
                                     jpeg_quality=jpeg_quality)
     p = manifest["params"]
     if workers is None:
-        from ..runtime import num_threads_hint
-
         workers = min(2, num_threads_hint())
     return ensure_generated(root, manifest, lambda tmp: write_toy_streets(tmp, p, workers), lambda r: _files_ok(r, p))
 
@@ -523,8 +519,6 @@ def ensure_toy_streets(root: str | os.PathLike = "data/toy/streets", *, size: Se
 def load_toy_streets(root: str | os.PathLike = "data/toy/streets", split: str = "train") -> tuple[DatasetInfo, list[Sample]]:
     """Index one split: ``(info, samples)`` ordered by clip then frame, with ``Sample.clip``,
     ``Sample.frame`` and ``Sample.tags`` (per-frame, background classes included) filled."""
-    from .voc import dataset_layout_error
-
     root = Path(root)
     info = toy_streets_info()
     if not root.is_dir() or not (root / "tags.json").is_file():

@@ -29,7 +29,7 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 from .backbones import Backbone
 from .deeplab import SegNet
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
-from .masks import per_image_iou
+from ..core.errors import InvalidInputError
+from .masks import evaluate_masks, per_image_iou
 
 
 def simulate_checkmask(masks, labels, tau: float = 0.5, ignore_index: int = 255, noise: float = 0.0,
@@ -46,8 +46,6 @@ def simulate_checkmask(masks, labels, tau: float = 0.5, ignore_index: int = 255,
 
 def accepted_mask_quality(masks, labels, accepted, ignore_index: int = 255) -> dict:
     """Pooled mask IoU over all images vs. over the accepted ones only (what the check buys)."""
-    from .masks import evaluate_masks
-
     m = masks.cpu().numpy() if torch.is_tensor(masks) else np.asarray(masks)
     t = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
     a = np.asarray(accepted, dtype=bool)

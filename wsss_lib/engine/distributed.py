@@ -53,7 +53,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import CheckpointError, InvalidInputError, WsssError
+from ..core.checkpoint import load_checkpoint
+from ..core.errors import CheckpointError, InvalidInputError, WsssError
+from ..core.metrics import ConfusionMatrix
+from ..core.runtime import select_device
 
 __all__ = [
     "DistInfo", "env_world", "is_distributed", "get_rank", "get_world_size", "is_main_process", "init_from_env",
@@ -137,8 +140,6 @@ _INITIALISED_HERE = False
 def local_device(device: str | torch.device | None = "auto") -> torch.device:
     """The device of this process: :func:`~wsss_lib.runtime.select_device`, with an index-less
     ``cuda`` mapped to ``cuda:LOCAL_RANK`` when several processes run."""
-    from .runtime import select_device
-
     dev = select_device(device)
     if dev.type == "cuda" and dev.index is None:
         rank, world, local = env_world()
@@ -484,8 +485,6 @@ class FitRun:
     def load_state(self, path, resume: bool, map_location) -> dict | None:
         """The checkpoint at ``path`` to resume from (None if absent or ``resume`` is False):
         read by rank 0 and broadcast (so nodes need not share a file system)."""
-        from .checkpoint import load_checkpoint
-
         if not self.active:
             return load_checkpoint(path, map_location=map_location) if path is not None and resume and \
                 path.is_file() else None
@@ -534,7 +533,6 @@ class EvalShard:
     def combine(self, result: dict, cat: Sequence[str] = ("pred", "pred_crf")) -> dict:
         if self.world <= 1:
             return result
-        from .metrics import ConfusionMatrix
 
         out = dict(result)
         for k, v in result.items():

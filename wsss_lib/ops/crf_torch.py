@@ -53,7 +53,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
+from ..core.errors import InvalidInputError
+from ..core.runtime import select_device
+from .crf import as_params
 
 # automatic bilateral stride: the smallest whose source grid has at most this many pixels, so the
 # cost per image is O(N * MAX_SOURCES) = linear in N (96x96 -> stride 2, 321x321 -> 7, 512x1024 -> 15)
@@ -64,8 +66,6 @@ GROUP_MAX_ELEMENTS = {"cpu": 2**27, "cuda": 2**30}
 
 def _params(params: Any):
     """Accept what :func:`wsss_lib.crf.as_params` accepts (CRFParams, dict, None)."""
-    from .crf import as_params
-
     return as_params(params)
 
 
@@ -325,8 +325,6 @@ def crf_batch_torch(images, probs, params=None, device="auto", batch_size: int =
     same size and label count are batched (``batch_size`` at a time). Returns float32 numpy arrays
     in input order. ``kwargs`` go to :func:`dense_crf_torch`.
     """
-    from .runtime import select_device
-
     if len(images) != len(probs):
         raise InvalidInputError(f"crf_batch_torch got {len(images)} images but {len(probs)} probability maps")
     dev = select_device(device)

@@ -43,9 +43,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "quick": {},
     },
     "crf": {
-        # CRFParams() values (VAL-chosen for 96 px toy images [ours]); CRFParams.deeplab() = 80/13/10
+        # the defaults of ops.crf.CRFParams (VAL-chosen for 96 px toy images [ours]); CRFParams.deeplab() =
+        # 80/13/10; eps = probability clip of the unary -log p; workers = CRF processes (None: all cores)
         "default": {"gauss_sxy": 3.0, "gauss_compat": 3.0, "bilateral_sxy": 45.0, "bilateral_srgb": 7.0,
-                    "bilateral_compat": 6.0, "iterations": 10, "workers": None},
+                    "bilateral_compat": 6.0, "iterations": 10, "eps": 1e-5, "workers": None},
         "quick": {},
     },
     "seg": {

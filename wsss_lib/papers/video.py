@@ -38,10 +38,22 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .errors import InvalidInputError
-from .metrics import ConfusionMatrix
-from .runtime import autocast
+from ..core.errors import InvalidInputError
+from ..core.io import to_uint8
+from ..core.metrics import ConfusionMatrix
+from ..core.runtime import predict_batches
+from ..data.base import SegmentationDataset
+from ..engine.train import fit, hflip_batch, preload
+from ..models.backbones import build_backbone
+from ..models.deeplab import SegNet
+from ..models.two_stream import TwoStreamNet
+from ..ops.crf import CRFParams
+from ..ops.flow import default_max_flow, encode_flow
+from ..ops.heatmaps import class_heatmaps, heatmap_regions, regions_to_label
+from ..ops.losses import cross_entropy, fgbg_prior_loss, region_loss
+from ..ops.masks import choose_threshold, extract_masks, refine_masks
 
 KINDS = ("appearance", "two_stream", "single_bg", "full")
 
@@ -66,10 +78,6 @@ def load_video_data(info, samples: Sequence, size: tuple[int, int] | None = None
     :class:`~wsss_lib.train.InMemoryDataset` (``images`` uint8 ``(N, 3, H, W)``, ``labels``,
     ``tags`` ``(N, C)``, ``extra["flow"]`` uint8 ``(N, 3, H, W)`` = flow image x 255).
     """
-    from .data.base import SegmentationDataset
-    from .flow import encode_flow
-    from .train import preload
-
     ds = preload(SegmentationDataset(info, samples, size=size), progress=progress, desc="frames")
     if flow_cache is None:
         return ds
@@ -77,8 +85,6 @@ def load_video_data(info, samples: Sequence, size: tuple[int, int] | None = None
     flows = torch.empty((len(samples), 3, H, W), dtype=torch.uint8)
     it = range(len(samples))
     if progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(it, desc="flow images", leave=False)
     for i in it:
         f = torch.from_numpy(flow_cache.load(samples[i].id)).permute(2, 0, 1)[None]  # (1, 2, h, w)
@@ -90,30 +96,16 @@ def load_video_data(info, samples: Sequence, size: tuple[int, int] | None = None
             f[:, 1] *= H / h
             mf = None if max_flow is None else max_flow * W / w
         if mf is None:
-            from .flow import default_max_flow
-
             mf = default_max_flow(W)
         enc = encode_flow(f, max_flow=mf, normalisation=flow_normalisation, subtract=flow_subtract)
-        flows[i] = (enc[0] * 255 + 0.5).to(torch.uint8)
+        flows[i] = to_uint8(enc[0])
     return ds.with_extra(flow=flows)
 
 
 def hflip_video_batch(batch: dict) -> dict:
-    """Flip a random half of a batch horizontally (torch RNG): image, label, regions, fg_mask and
-    flow (whose x channel is mirrored, ``v -> 1 - v``, since dx changes sign)."""
-    flip = torch.rand(batch["image"].shape[0]) < 0.5
-    if not flip.any():
-        return batch
-    out = dict(batch)
-    for k in ("image", "label", "regions", "fg_mask", "flow"):
-        if k in out and torch.is_tensor(out[k]) and out[k].ndim >= 3:
-            v = out[k].clone()
-            v[flip] = v[flip].flip(-1)
-            if k == "flow":
-                top = 255 if v.dtype == torch.uint8 else 1.0
-                v[flip, 0] = top - v[flip, 0]
-            out[k] = v
-    return out
+    """Flip a random half of a batch horizontally: image, label, regions, fg_mask and flow (whose x
+    channel is mirrored, ``v -> 1 - v``, since dx changes sign); :func:`~wsss_lib.engine.train.hflip_batch`."""
+    return hflip_batch(batch, ("image", "label", "regions", "fg_mask", "flow"), mirror=("flow",))
 
 
 def flow_input(batch: dict, device) -> torch.Tensor:
@@ -141,8 +133,6 @@ def compute_regions(classifier: torch.nn.Module, ds, layer: str = "score", norma
 
     Settings as :func:`wsss_lib.heatmaps.class_heatmaps` / :func:`~wsss_lib.heatmaps.heatmap_regions`.
     """
-    from .heatmaps import class_heatmaps, heatmap_regions
-
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
     n = len(ds)
     C = ds.tags.shape[1]
@@ -150,15 +140,13 @@ def compute_regions(classifier: torch.nn.Module, ds, layer: str = "score", norma
     out = torch.empty((n, C, H, W), dtype=torch.uint8)
     it = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(it, desc="heatmap regions", leave=False)
     for s in it:
         x = ds.images[s:s + batch_size].to(device).float().div_(255.0)
         hm = class_heatmaps(classifier, x, layer=layer, normalisation=normalisation, batch_size=batch_size)
         reg = heatmap_regions(hm, ds.tags[s:s + batch_size].to(device), threshold=threshold, mode=mode,
                               images=x.cpu() if crf else None, crf=crf, complement=complement)
-        out[s:s + batch_size] = (reg.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu()
+        out[s:s + batch_size] = to_uint8(reg).cpu()
     return out
 
 
@@ -173,8 +161,6 @@ def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = 
     masks with a dense CRF (:func:`wsss_lib.masks.refine_masks`). Returns ``{"masks": float16
     (N, H, W) in {0, 1}, "threshold": t, "maps": float (N, H, W)}``.
     """
-    from .masks import choose_threshold, extract_masks, refine_masks
-
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
     maps = extract_masks(classifier, ds.images.float().div(255.0), layers=tuple(layers), device=device,
                          progress=progress)["fused"]
@@ -185,8 +171,6 @@ def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = 
             vm = extract_masks(classifier, val_ds.images.float().div(255.0), layers=tuple(layers), device=device)["fused"]
             threshold, _ = choose_threshold(vm, fg_binary_labels(val_ds.labels, background))
     if crf:
-        from .crf import CRFParams
-
         params = CRFParams() if crf is True else crf
         # in-process (workers=1): a forked CRF pool can hang inside a Jupyter kernel whose torch
         # threads are running; 96x128 frames take ~10 ms each
@@ -233,10 +217,6 @@ def default_model_config(**overrides) -> dict:
 
 def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
     """The network for ``kind`` (see module docstring); ``model_cfg`` as :func:`default_model_config`."""
-    from .models.backbones import build_backbone
-    from .models.deeplab import SegNet
-    from .models.two_stream import TwoStreamNet
-
     if kind not in KINDS:
         raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
     cfg = default_model_config(**model_cfg)
@@ -282,8 +262,6 @@ def video_loss_step(kind: str, fg_classes: Sequence[int] = (), pooling: str = "m
     The batch carries ``regions`` uint8 (appearance / two_stream), ``fg_mask`` (single_bg),
     ``flow`` (two_stream); ``pooling``/``absent_pooling`` go to the region loss.
     """
-    from .losses import cross_entropy, fgbg_prior_loss, region_loss
-
     if kind not in KINDS:
         raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
     fg = torch.as_tensor(list(fg_classes), dtype=torch.long)
@@ -315,8 +293,6 @@ def train_video_model(kind: str, model: torch.nn.Module, train_ds, info, *, regi
     ``fg_masks`` ``(N, H, W)`` in [0, 1] (:func:`compute_fgbg_masks`) for single_bg.
     ``fit_kw``: device, seed, checkpoint_path, resume, amp, config, progress, ...
     """
-    from .train import fit
-
     if kind not in KINDS:
         raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
     extra = {}
@@ -338,33 +314,25 @@ def train_video_model(kind: str, model: torch.nn.Module, train_ds, info, *, regi
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-@torch.no_grad()
 def predict_video(model: torch.nn.Module, ds, device=None, batch_size: int = 32, amp: bool = True,
                   label_map: torch.Tensor | None = None, return_probs: bool = False):
     """Label maps int64 ``(N, H, W)`` of every frame (in dataset classes when ``label_map``
     ``(n_out,)`` maps the model's outputs to them); with ``return_probs`` also the softmax
     ``(N, n_out, H, W)`` float16."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was = model.training
-    model.eval()
-    preds, probs = [], []
     H, W = ds.images.shape[-2:]
-    try:
-        for s in range(0, len(ds), batch_size):
-            batch = ds.get_batch(np.arange(s, min(len(ds), s + batch_size)))
-            with autocast(device, amp):
-                lg = model_logits(model, batch, device)
-            lg = F.interpolate(lg.float(), size=(H, W), mode="bilinear", align_corners=False)
-            p = lg.argmax(1).cpu()
-            if label_map is not None:
-                p = label_map.cpu()[p]
-            preds.append(p)
-            if return_probs:
-                probs.append(torch.softmax(lg, 1).half().cpu())
-    finally:
-        model.train(was)
-    pred = torch.cat(preds)
-    return (pred, torch.cat(probs)) if return_probs else pred
+
+    def forward(lo, hi, dev):
+        return model_logits(model, ds.get_batch(np.arange(lo, hi)), dev)
+
+    def post(lg, lo, hi):
+        lg = F.interpolate(lg.float(), size=(H, W), mode="bilinear", align_corners=False)
+        p = lg.argmax(1).cpu()
+        if label_map is not None:
+            p = label_map.cpu()[p]
+        return (p, torch.softmax(lg, 1).half().cpu()) if return_probs else p
+
+    return predict_batches(model, len(ds), forward, post, batch_size=batch_size, device=device, amp=amp,
+                           desc="video")
 
 
 def video_scores(cm: ConfusionMatrix, info) -> dict:
@@ -407,8 +375,6 @@ def evaluate_video(model: torch.nn.Module, ds, info, device=None, batch_size: in
 def pseudo_label_scores(regions: torch.Tensor, labels: torch.Tensor, info) -> dict:
     """How good the training supervision is: the regions' argmax vs GT (unassigned pixels are
     left out) -> :func:`video_scores` + ``"coverage"`` (fraction of pixels assigned)."""
-    from .heatmaps import regions_to_label
-
     lab = regions_to_label(regions.float(), info.ignore_index)
     target = torch.where(lab == info.ignore_index, torch.full_like(labels.long(), info.ignore_index), labels.long())
     res = evaluate_predictions(lab.clamp(max=info.num_classes - 1), target, info)
@@ -423,7 +389,7 @@ def binary_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # lazy: scipy is heavy and needed by this function only
 
     ranks = torch.from_numpy(rankdata(s.numpy()))
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

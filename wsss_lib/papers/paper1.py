@@ -27,11 +27,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import preset
-from .errors import CheckpointError, InvalidInputError
-from .runtime import select_device, seed_everything
-from .train import InMemoryDataset, preload
+from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.config import preset
+from ..core.errors import CheckpointError, InvalidInputError
+from ..core.io import plain_config, write_masks
+from ..core.runtime import seed_everything, select_device
+from ..data.base import SegmentationDataset
+from ..data.registry import default_data_root, load_dataset
+from ..engine.predict import evaluate_segmentation_both
+from ..engine.train import InMemoryDataset, preload, train_classifier
+from ..models import SegNet, TagClassifier, build_backbone
+from ..ops.checkmask import simulate_checkmask
+from ..ops.crf import CRFParams
+from ..ops.masks import (cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask, fuse_activations,
+                         refine_masks)
+from .segmentation import train_segmentation
 
 # ----------------------------------------------------------------------------- context
 
@@ -55,8 +65,6 @@ class RunContext:
 def make_context(data_root=None, out="runs/latest", device="auto", quick=False, seed=0,
                  dataset="toy_objects") -> RunContext:
     """A :class:`RunContext` with the device selected and folders created."""
-    from .data.registry import default_data_root
-
     out = Path(out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
@@ -66,10 +74,6 @@ def make_context(data_root=None, out="runs/latest", device="auto", quick=False, 
 
 def _config_hash(cfg: dict) -> str:
     return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _plain(cfg: dict) -> dict:
-    return json.loads(json.dumps(cfg, sort_keys=True, default=str))
 
 
 # ----------------------------------------------------------------------------- data
@@ -87,9 +91,6 @@ def split_size(ctx, split: str) -> int | None:
 def load_split(ctx, split: str, n: int | None = None, progress: bool = False) -> InMemoryDataset:
     """The first ``n`` images (default :func:`split_size`) of ``split`` as an :class:`InMemoryDataset`
     (cached in memory and under ``<out>/cache``). Toy data is generated on first use."""
-    from .data.base import SegmentationDataset
-    from .data.registry import load_dataset
-
     n = split_size(ctx, split) if n is None else n
     key = (str(ctx.data_root), ctx.dataset, split, n)
     if key in _DATA_CACHE:
@@ -124,12 +125,10 @@ def classifier_config(ctx, **overrides) -> dict:
     """The classifier section of the presets (+ overrides) plus the run's seed and dataset."""
     cfg = preset("classifier", ctx.quick, **overrides)
     cfg.update(seed=int(ctx.seed), dataset=ctx.dataset, n_train=split_size(ctx, "train"))
-    return _plain(cfg)
+    return plain_config(cfg)
 
 
 def build_backbone_from(cfg: dict):
-    from .models import build_backbone
-
     if cfg["backbone"] == "small_vgg":
         return build_backbone("small_vgg", widths=cfg["widths"], depths=cfg["depths"])
     return build_backbone(cfg["backbone"], pretrained=cfg.get("pretrained"))
@@ -137,8 +136,6 @@ def build_backbone_from(cfg: dict):
 
 def build_classifier(cfg: dict, num_classes: int):
     """A :class:`~wsss_lib.models.TagClassifier` as described by ``cfg`` (untrained)."""
-    from .models import TagClassifier
-
     torch.manual_seed(int(cfg.get("seed", 0)))
     return TagClassifier(build_backbone_from(cfg), num_classes, pooling=cfg["pooling"], hidden=cfg.get("hidden", 0))
 
@@ -162,8 +159,6 @@ def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume
     """Load the run's tag classifier if ``<out>/checkpoints/tag_classifier.pt`` matches the config,
     else train it (resumable). Returns ``(classifier (eval mode), info)`` with ``info = {"config",
     "trained": bool, "history": {...}, "seconds": float}``."""
-    from .train import train_classifier
-
     cfg = classifier_config(ctx, **overrides)
     train = load_split(ctx, "train")
     fg = train.info.foreground
@@ -185,13 +180,11 @@ def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume
 # ----------------------------------------------------------------------------- masks
 
 def mask_config(ctx, **overrides) -> dict:
-    return _plain(preset("masks", ctx.quick, **overrides))
+    return plain_config(preset("masks", ctx.quick, **overrides))
 
 
 def crf_params(ctx, **overrides):
     """:class:`~wsss_lib.crf.CRFParams` from the "crf" preset (+ overrides)."""
-    from .crf import CRFParams
-
     p = preset("crf", ctx.quick, **overrides)
     return CRFParams(**{k: v for k, v in p.items() if k in CRFParams.__dataclass_fields__})
 
@@ -200,8 +193,6 @@ def compute_masks(ctx, classifier, split: str, progress: bool = False, **overrid
     """Fused fg/bg maps and CAM maps of ``split`` (one forward pass per batch), cached under
     ``<out>/masks``: ``{"fused": float (N, H, W) [0, 1], "cam": float (N, H, W) [0, 1],
     "logits": (N, K)}``. CAM uses the image tags (as the weak supervision provides them)."""
-    from .masks import extract_masks
-
     mcfg = mask_config(ctx, **overrides)
     ds = load_split(ctx, split)
     fg = ds.info.foreground
@@ -218,7 +209,7 @@ def compute_masks(ctx, classifier, split: str, progress: bool = False, **overrid
                         align=mcfg["align"], normalize_each=mcfg["normalize_each"], device=ctx.device,
                         progress=progress)
     stored = {k: v.half() if k != "logits" else v for k, v in out.items()}
-    save_checkpoint({"maps": stored, "key": _plain(key)}, path)
+    save_checkpoint({"maps": stored, "key": plain_config(key)}, path)
     # return exactly what a later cache hit returns (float16-rounded), so downstream caches agree
     return {k: v.float() for k, v in stored.items()}
 
@@ -234,8 +225,6 @@ def _state_fingerprint(model) -> str:
 
 def choose_thresholds(ctx, val_maps: dict[str, torch.Tensor]) -> dict[str, float]:
     """Thresholds of the fused map and of CAM with the best pooled mask IoU on VAL."""
-    from .masks import choose_threshold
-
     val = load_split(ctx, "val")
     grid = preset("masks", ctx.quick)["thresholds"]
     return {name: choose_threshold(val_maps[name], val.labels.long(), grid)[0] for name in ("fused", "cam")}
@@ -245,9 +234,6 @@ def refine_split(ctx, split: str, maps: torch.Tensor, threshold: float, params=N
                  progress: bool = False) -> np.ndarray:
     """CRF-refined fg probabilities ``(N, H, W)`` for ``split`` (cached). ``write_png`` also saves
     the thresholded masks as ``<out>/masks/<split>_crf/<id>.png``."""
-    from .crf import write_masks
-    from .masks import refine_masks
-
     params = params if params is not None else crf_params(ctx)
     ds = load_split(ctx, split)
     key = {"maps": float(maps.double().sum()), "n": len(ds), "t": float(threshold), "crf": params.to_dict(),
@@ -262,7 +248,7 @@ def refine_split(ctx, split: str, maps: torch.Tensor, threshold: float, params=N
     if q is None:
         q = refine_masks(ds.uint8_images(), maps, threshold, params, workers=preset("crf", ctx.quick)["workers"],
                          progress=progress)
-        save_checkpoint({"probs": torch.from_numpy(q).half(), "key": _plain(key)}, path)
+        save_checkpoint({"probs": torch.from_numpy(q).half(), "key": plain_config(key)}, path)
     if write_png:
         write_masks(Path(ctx.out) / "masks" / f"{split}_crf", ds.ids, list(q >= 0.5))
     return q
@@ -272,8 +258,6 @@ def mask_pipeline(ctx, classifier, progress: bool = False) -> dict[str, Any]:
     """Everything notebooks 2-4 need: VAL-chosen thresholds, fused/CAM maps and CRF masks for
     val/test/train, and their mask scores. Returns a dict with keys ``thresholds``, ``maps``
     ({split: {...}}), ``crf`` ({split: (N, H, W) probs}), ``scores`` ({split: {method: scores}})."""
-    from .masks import evaluate_masks, floor_mask
-
     maps = {s: compute_masks(ctx, classifier, s, progress=progress) for s in ("val", "test", "train")}
     th = choose_thresholds(ctx, maps["val"])
     crf = {s: refine_split(ctx, s, maps[s]["fused"], th["fused"], write_png=(s == "train"), progress=progress)
@@ -295,12 +279,10 @@ def seg_config(ctx, mode: str, **overrides) -> dict:
     cfg.update(mode=mode, seed=int(ctx.seed), dataset=ctx.dataset)
     extra = {k: v for k, v in overrides.items() if k not in cfg}
     cfg.update(extra)
-    return _plain(cfg)
+    return plain_config(cfg)
 
 
 def build_segnet(cfg: dict, clf_cfg: dict, num_classes: int):
-    from .models import SegNet
-
     torch.manual_seed(int(cfg.get("seed", 0)))
     return SegNet(build_backbone_from(clf_cfg), num_classes, head=cfg["head"], width=cfg["head_width"],
                   dilation=cfg["dilation"], dropout=cfg["dropout"])
@@ -312,8 +294,6 @@ def get_segnet(ctx, name: str, mode: str, classifier, masks=None, accepted=None,
     (backbone initialised from ``classifier``) with ``mode`` "prior" | "tags" | "full".
     ``masks`` (N, H, W) in [0, 1] for "prior"; ``accepted`` (N,) for check-mask. Returns
     ``(model, info)``."""
-    from .train import train_segmentation
-
     train = load_split(ctx, "train")
     clf_cfg = classifier_config(ctx)
     cfg = seg_config(ctx, mode, **overrides)
@@ -322,7 +302,7 @@ def get_segnet(ctx, name: str, mode: str, classifier, masks=None, accepted=None,
     if accepted is not None:
         cfg["accepted_fingerprint"] = int(np.asarray(accepted).sum())
     cfg["classifier"] = _state_fingerprint(classifier)
-    cfg = _plain(cfg)
+    cfg = plain_config(cfg)
     num_classes = train.info.num_classes
     model = build_segnet(cfg, clf_cfg, num_classes)
     path = Path(ctx.out) / "checkpoints" / f"segnet_{name}.pt"
@@ -348,8 +328,6 @@ def evaluate_segnet(ctx, model, split: str = "test", crf: bool = True, return_pr
     """mIoU / per-class IoU on ``split`` without and with CRF post-processing.
 
     Returns ``{"miou", "iou": {class: IoU}, "miou_crf", "iou_crf", ...}`` (+ predictions)."""
-    from .train import evaluate_segmentation_both
-
     ds = load_split(ctx, split)
     params = crf_params(ctx) if crf else None
     res = evaluate_segmentation_both(model, ds, ds.info.num_classes, params, device=ctx.device,
@@ -377,8 +355,6 @@ def train_masks(ctx, classifier, progress: bool = False) -> torch.Tensor:
 
 def checkmask_acceptance(ctx, masks: torch.Tensor, tau: float | None = None) -> dict:
     """Simulated check-mask clicks on the train masks (:func:`wsss_lib.checkmask.simulate_checkmask`)."""
-    from .checkmask import simulate_checkmask
-
     tau = preset("seg", ctx.quick)["tau"] if tau is None else tau
     return simulate_checkmask(masks, load_split(ctx, "train").labels.long(), tau=tau)
 
@@ -434,54 +410,9 @@ def load_trained_segnets(ctx) -> dict[str, Any]:
     return out
 
 
-# ----------------------------------------------------------------------------- figures (notebooks)
-
-def tag_names(info, tags_row) -> str:
-    """``"disc, star"`` for a multi-hot row over ``info.classes`` (background left out)."""
-    return ", ".join(info.classes[i] for i in info.foreground if float(tags_row[i]) > 0.5) or "-"
-
-
-def plot_samples(ds: InMemoryDataset, indices, with_labels: bool = True):
-    """Images (titles = their tags) and, below, their label maps."""
-    from .viz import colorize, show_grid
-
-    imgs = ds.uint8_images()
-    ims, titles = [], []
-    for i in indices:
-        ims.append(imgs[i])
-        titles.append(tag_names(ds.info, ds.tags[i]))
-    if with_labels:
-        for i in indices:
-            ims.append(colorize(ds.labels[i].numpy(), ds.info.palette))
-            titles.append("label")
-    return show_grid(ims, titles, ncols=len(indices))
-
-
-def plot_history(history: dict, title: str = "training loss", smooth: int = 20):
-    """Loss per step (and a running mean)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    loss = np.asarray(history.get("loss", []), dtype=float)
-    if loss.size:
-        ax.plot(history["step"], loss, alpha=0.3, label="loss")
-        k = max(1, min(smooth, loss.size))
-        ax.plot(history["step"][k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"mean of {k}")
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "loaded from checkpoint (no history)", ha="center")
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-@torch.no_grad()
 def stage_maps(classifier, ds: InMemoryDataset, indices, stages=("conv1", "conv2", "conv3", "conv4", "conv5")):
     """Channel-mean activation of every stage, upsampled and min-max normalised ``{stage: (n, H, W)}``,
     plus ``"cam"`` (CAM of the tagged classes), for ``indices`` (one forward pass)."""
-    from .masks import cam_maps, fuse_activations
-
     idx = list(indices)
     x = ds.images[idx].float().div(255.0).to(next(classifier.parameters()).device)
     classifier.eval()
@@ -491,123 +422,3 @@ def stage_maps(classifier, ds: InMemoryDataset, indices, stages=("conv1", "conv2
     maps["cam"] = cam_maps(out["score_maps"], ds.tags[idx][:, ds.info.foreground].to(x.device), size).cpu()
     maps["_stages"] = {k: v.float().cpu() for k, v in out["stages"].items()}
     return maps
-
-
-def plot_stage_activations(classifier, ds: InMemoryDataset, indices):
-    """Rows = images; columns = image, label, conv1..conv5 channel means, CAM."""
-    from .viz import colorize, show_grid
-
-    maps = stage_maps(classifier, ds, indices)
-    imgs = ds.uint8_images()
-    ims, titles = [], []
-    cols = [k for k in maps if not k.startswith("_")]
-    for r, i in enumerate(indices):
-        ims += [imgs[i], colorize(ds.labels[i].numpy(), ds.info.palette)]
-        titles += [tag_names(ds.info, ds.tags[i]), "label"]
-        for k in cols:
-            ims.append(maps[k][r].numpy())
-            titles.append(f"{k} mean" if k != "cam" else "CAM")
-    return show_grid(ims, titles, ncols=2 + len(cols), size=1.9)
-
-
-def plot_masks(ds: InMemoryDataset, indices, columns: dict[str, Any], threshold: dict[str, float] | None = None):
-    """Rows = images; columns = image, GT foreground, then each named map (float maps drawn as
-    heat maps, or thresholded at ``threshold[name]`` when given)."""
-    from .viz import overlay, show_grid
-
-    imgs = ds.uint8_images()
-    ims, titles = [], []
-    for i in indices:
-        lab = ds.labels[i].numpy()
-        ims += [imgs[i], ((lab != 0) & (lab != 255)).astype(np.float32)]
-        titles += [tag_names(ds.info, ds.tags[i]), "GT foreground"]
-        for name, maps in columns.items():
-            m = np.asarray(maps[i], dtype=np.float32)
-            if threshold and name in threshold:
-                m = (m >= threshold[name]).astype(np.float32)
-            ims.append(overlay(imgs[i], m, alpha=0.55))
-            titles.append(name)
-    return show_grid(ims, titles, ncols=2 + len(columns), size=2.0)
-
-
-def plot_segmentations(ds: InMemoryDataset, indices, preds: dict[str, torch.Tensor]):
-    """Rows = images; columns = image, GT, then each model's label map."""
-    from .viz import colorize, show_grid
-
-    imgs = ds.uint8_images()
-    ims, titles = [], []
-    for i in indices:
-        ims += [imgs[i], colorize(ds.labels[i].numpy(), ds.info.palette)]
-        titles += [tag_names(ds.info, ds.tags[i]), "ground truth"]
-        for name, p in preds.items():
-            ims.append(colorize(p[i].numpy(), ds.info.palette))
-            titles.append(name)
-    return show_grid(ims, titles, ncols=2 + len(preds), size=1.9)
-
-
-def markdown_table(rows: list[dict], columns: list[str] | None = None, digits: int = 3) -> str:
-    """A list of dicts as a markdown table (for ``IPython.display.Markdown``)."""
-    if not rows:
-        return ""
-    columns = columns or list(rows[0])
-    def fmt(v):
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def mask_explorer(maps: dict, ds: InMemoryDataset, indices, row: int, weights: dict[str, float], threshold: float,
-                  aggregate: str = "mean"):
-    """One image of :func:`stage_maps` output: fuse the stages with ``weights`` (``{stage: w}``, 0 =
-    left out), threshold, and draw image / fused map / mask / GT. Returns ``(figure, mask IoU)``."""
-    import matplotlib.pyplot as plt
-
-    from .masks import fuse_activations, per_image_iou
-    from .viz import overlay
-
-    layers = [k for k, w in weights.items() if w > 0]
-    if not layers:
-        raise InvalidInputError("give at least one layer a weight > 0")
-    i = list(indices)[row]
-    img = ds.uint8_images()[i]
-    st = {k: maps["_stages"][k][row:row + 1] for k in layers}
-    fused = fuse_activations(st, layers, [weights[k] for k in layers], aggregate, out_size=img.shape[:2])[0].numpy()
-    mask = fused >= threshold
-    lab = ds.labels[i].numpy().astype(np.int64)
-    iou = float(per_image_iou(mask[None], lab[None])[0])
-    fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-    panels = [(img, "image"), (overlay(img, fused), "fused " + "+".join(layers)),
-              (overlay(img, mask.astype(np.float32)), f"mask >= {threshold:.2f}  IoU {iou:.2f}"),
-              (((lab != 0) & (lab != 255)).astype(np.float32), "GT foreground")]
-    for ax, (im, t) in zip(axes, panels):
-        ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=1 if im.ndim == 2 else None)
-        ax.set_title(t, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    return fig, iou
-
-
-def crf_explorer(ds: InMemoryDataset, index: int, fused: torch.Tensor, threshold: float, params):
-    """Raw thresholded map vs CRF result for one image with ``params``; returns ``(figure, (iou_raw, iou_crf))``."""
-    import matplotlib.pyplot as plt
-
-    from .masks import per_image_iou, refine_masks
-    from .viz import overlay
-
-    img = ds.uint8_images()[index]
-    m = np.asarray(fused[index], dtype=np.float32)
-    q = refine_masks([img], m[None], threshold, params, workers=1)[0]
-    lab = ds.labels[index].numpy().astype(np.int64)[None]
-    iou_raw = float(per_image_iou((m >= threshold)[None], lab)[0])
-    iou_crf = float(per_image_iou((q >= 0.5)[None], lab)[0])
-    fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-    panels = [(img, "image"), (overlay(img, m), "fused map"),
-              (overlay(img, (m >= threshold).astype(np.float32)), f"raw mask IoU {iou_raw:.2f}"),
-              (overlay(img, (q >= 0.5).astype(np.float32)), f"CRF mask IoU {iou_crf:.2f}")]
-    for ax, (im, t) in zip(axes, panels):
-        ax.imshow(im)
-        ax.set_title(t, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    return fig, (iou_raw, iou_crf)

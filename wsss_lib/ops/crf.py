@@ -7,7 +7,7 @@ bilateral (appearance) kernel, Potts compatibility.
 
 * :func:`dense_crf` — C labels, one image; :func:`crf_fgbg` — 2 labels from a fg probability map.
 * :func:`crf_batch` — many images with a process pool (pydensecrf is single-threaded).
-* :func:`write_masks` — save the results as palette PNGs.
+* saving the results as palette PNGs: :func:`wsss_lib.core.io.write_masks`.
 
 pydensecrf crashes the interpreter (segfault) on wrongly shaped or typed input, so every entry
 point validates first: image ``uint8 (H, W, 3)`` (a non-contiguous view is copied), probabilities
@@ -24,33 +24,34 @@ shows a few of these settings). The toy images' colours are flat, so a tighter c
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Sequence
 
-import multiprocessing as mp
 import numpy as np
+from tqdm.auto import tqdm
 
-from .errors import InvalidInputError
+from ..core.config import PRESETS
+from ..core.errors import InvalidInputError
+from ..core.parallel import run_pool
+
+_DEFAULTS = PRESETS["crf"]["default"]
 
 
 @dataclass(frozen=True)
 class CRFParams:
     """Dense CRF settings (pixel units; ``srgb`` in 0-255 intensity units).
 
-    Defaults = our VAL-chosen values for 96 px ToyObjects images [ours];
-    :meth:`deeplab` = the common DeepLab values [ours: common practice].
+    Defaults = ``config.PRESETS["crf"]`` (the one place they live): our VAL-chosen values for
+    96 px ToyObjects images [ours]; :meth:`deeplab` = the common DeepLab values [ours: common practice].
     """
 
-    gauss_sxy: float = 3.0
-    gauss_compat: float = 3.0
-    bilateral_sxy: float = 45.0
-    bilateral_srgb: float = 7.0
-    bilateral_compat: float = 6.0
-    iterations: int = 10
-    eps: float = 1e-5  # probability clip for the unary -log p
+    gauss_sxy: float = _DEFAULTS["gauss_sxy"]
+    gauss_compat: float = _DEFAULTS["gauss_compat"]
+    bilateral_sxy: float = _DEFAULTS["bilateral_sxy"]
+    bilateral_srgb: float = _DEFAULTS["bilateral_srgb"]
+    bilateral_compat: float = _DEFAULTS["bilateral_compat"]
+    iterations: int = _DEFAULTS["iterations"]
+    eps: float = _DEFAULTS["eps"]  # probability clip for the unary -log p
 
     @classmethod
     def deeplab(cls) -> "CRFParams":
@@ -98,7 +99,7 @@ def check_image(image) -> np.ndarray:
         raise InvalidInputError(f"CRF image must be a numpy uint8 (H, W, 3) array, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise InvalidInputError(f"CRF image must be uint8 (H, W, 3) in 0-255, got dtype {image.dtype} "
-                                "(convert float [0, 1] images with data.base.to_uint8_image)")
+                                "(convert float [0, 1] images with wsss_lib.core.io.to_uint8_image)")
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise InvalidInputError(f"CRF image must be (H, W, 3), got shape {image.shape}")
     return image if image.flags.c_contiguous else np.ascontiguousarray(image)
@@ -129,7 +130,7 @@ def check_probs(probs, shape: tuple[int, int], tol: float = 1e-3) -> np.ndarray:
 
 def _inference(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
     """The raw pydensecrf call on validated, contiguous inputs."""
-    import pydensecrf.densecrf as dcrf
+    import pydensecrf.densecrf as dcrf  # lazy: the compiled CRF extension is needed in the CRF workers only
 
     c, h, w = probs.shape
     d = dcrf.DenseCRF2D(w, h, c)
@@ -192,30 +193,14 @@ def _work(args):
     return _inference(image, probs, params)
 
 
-def _pool_context():
-    """Start method of the CRF worker pool.
-
-    Inside a Jupyter/IPython kernel: ``forkserver`` — forking the kernel itself (zmq threads,
-    torch/OpenMP pools) can deadlock a child, which hung notebook runs; the kernel's ``__main__``
-    has no file, so nothing is re-imported. Elsewhere (scripts, CLI, tests): ``fork`` — cheap, and
-    unlike forkserver/spawn it does not re-run a user's script that lacks an
-    ``if __name__ == "__main__":`` guard.
-    """
-    import sys
-
-    methods = mp.get_all_start_methods()
-    if "ipykernel" in sys.modules or "fork" not in methods:
-        return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return mp.get_context("fork")
-
-
 def crf_batch(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: "CRFParams | dict | None" = None,
               workers: int | None = None, progress: bool = False, desc: str = "dense CRF") -> list[np.ndarray]:
     """Run the CRF on many images in worker processes.
 
     ``images``: N uint8 ``(H, W, 3)``; ``probs``: N float ``(C, H, W)`` distributions (C labels)
     *or* N float ``(H, W)`` fg probabilities (2-label fg/bg CRF; the output is then ``(H, W)``).
-    ``workers``: processes (default :func:`~wsss_lib.runtime.num_threads_hint`; 1 = in process).
+    ``workers``: processes (default :func:`~wsss_lib.core.parallel.num_threads_hint`; 1 = in process;
+    :func:`~wsss_lib.core.parallel.run_pool`).
     Returns a list in input order. Inputs are validated up front, in this process.
     """
     params = as_params(params)
@@ -229,58 +214,9 @@ def crf_batch(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params:
             jobs.append(("fgbg", im, _check_fg(pr, im.shape[:2], f"item {i}: fg probability"), params))
         else:
             jobs.append(("multi", im, check_probs(pr, im.shape[:2]), params))
-    if workers is None:
-        from .runtime import num_threads_hint  # imports torch: keep it out of the workers' imports
-
-        workers = num_threads_hint()
-    workers = max(1, int(workers))
-    workers = min(workers, len(jobs)) if jobs else 1
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc=desc, leave=False)
-    out: list[np.ndarray] = []
-    if workers <= 1:
-        for j in jobs:
-            out.append(_work(j))
-            if bar is not None:
-                bar.update(1)
-    else:
-        chunk = max(1, len(jobs) // (workers * 4))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as ex:
-            for r in ex.map(_work, jobs, chunksize=chunk):
-                out.append(r)
-                if bar is not None:
-                    bar.update(1)
-    if bar is not None:
-        bar.close()
-    return out
-
-
-def write_masks(out_dir: str | os.PathLike, ids: Sequence[str], masks: Sequence[np.ndarray],
-                palette: np.ndarray | None = None) -> list[Path]:
-    """Save label maps / binary masks ``(H, W)`` (ints in [0, 255], or bool) as palette PNGs
-    ``<out_dir>/<id>.png``; returns the paths. Ids must be plain file names (no ``/`` or ``..``).
-    Each file is written atomically (temp file + rename), so a crash never leaves a partial PNG."""
-    from .imageio import write_label
-    from .shard import atomic_output
-
-    if len(ids) != len(masks):
-        raise InvalidInputError(f"write_masks got {len(ids)} ids but {len(masks)} masks")
-    out_dir = Path(out_dir)
-    paths = []
-    for sid, m in zip(ids, masks):
-        sid = str(sid)
-        if not sid or "/" in sid or "\\" in sid or sid in (".", "..") or sid.startswith(".."):
-            raise InvalidInputError(f"mask id {sid!r} is not a plain file name")
-        m = np.asarray(m)
-        if m.dtype == bool:
-            m = m.astype(np.uint8)
-        elif np.issubdtype(m.dtype, np.floating):
-            raise InvalidInputError("write_masks expects integer label maps or bool masks; threshold "
-                                    "probabilities first")
-        with atomic_output(out_dir / f"{sid}.png") as tmp:
-            write_label(tmp, m, palette)
-        paths.append(out_dir / f"{sid}.png")
-    return paths
+    bar = tqdm(total=len(jobs), desc=desc, leave=False) if progress else None
+    try:
+        return run_pool(_work, jobs, workers, on_result=None if bar is None else (lambda _: bar.update(1)))
+    finally:
+        if bar is not None:
+            bar.close()
