@@ -143,9 +143,13 @@ def _worker(out: Path) -> None:
                out / f"resumed_rank{rank}.pt")
     clf, hist = _train_classifier(ds)
     torch.save({"clf": (clf.state_dict(), hist["loss"]), **_entry_points(ds)}, out / f"entry_rank{rank}.pt")
+    seen: list[torch.Tensor] = []  # the images this rank's model is actually run on
+    hook = model.register_forward_hook(lambda mod, inp, outp: seen.append(inp[0].detach().clone()))
     res = predict.evaluate_segmentation_both(model, _dataset(13, 5, ignore=True), NUM_CLASSES, device="cpu",
                                            return_predictions=True)
-    torch.save({"mat": res["raw"].mat, "miou": res["raw"].miou(), "pred": res["pred"]}, out / f"eval_rank{rank}.pt")
+    hook.remove()
+    torch.save({"mat": res["raw"].mat, "miou": res["raw"].miou(), "pred": res["pred"], "shard": list(res["shard"]),
+                "pixels_scored": res["pixels_scored"], "seen": torch.cat(seen)}, out / f"eval_rank{rank}.pt")
     calls: list[str] = []
 
     def fn(item):
@@ -250,14 +254,26 @@ def test_every_entry_point_trains_under_two_ranks(two_ranks):
 
 
 def test_distributed_miou_equals_single_process(two_ranks):
+    """Each rank scores a disjoint shard of the 13 images (its model sees only those), and the
+    summed confusion matrix is the single-process one: the mIoU is exact, not repeated work."""
     r0, r1 = (torch.load(two_ranks / f"eval_rank{r}.pt", weights_only=True) for r in (0, 1))
+    ds = _dataset(13, 5, ignore=True)
+    # disjoint, contiguous shards that cover the dataset
+    assert r0["shard"] == [0, 6] and r1["shard"] == [6, 13]
+    # the forward passes of each rank ran on exactly its shard's images, nothing else
+    images = ds.images.float() / 255.0
+    assert torch.equal(r0["seen"], images[0:6]) and torch.equal(r1["seen"], images[6:13])
     model = TinySegNet()
     model.load_state_dict(torch.load(two_ranks / "state_rank0.pt", weights_only=True)["state"])
-    single = predict.evaluate_segmentation_both(model, _dataset(13, 5, ignore=True), NUM_CLASSES, device="cpu",
-                                              return_predictions=True)
+    single = predict.evaluate_segmentation_both(model, ds, NUM_CLASSES, device="cpu", return_predictions=True)
+    assert single["shard"] == (0, 13)
+    # each rank counted only its own pixels; the counts add up to the whole set's
+    assert 0 < r0["pixels_scored"] < single["pixels_scored"] and 0 < r1["pixels_scored"] < single["pixels_scored"]
+    assert r0["pixels_scored"] + r1["pixels_scored"] == single["pixels_scored"] == int(single["raw"].mat.sum())
+    # the per-rank matrices after the sum equal the single-process matrix, on every rank
     assert torch.equal(r0["mat"], single["raw"].mat) and torch.equal(r1["mat"], single["raw"].mat)
     assert r0["miou"] == single["raw"].miou()  # exact: summed integer counts
-    assert torch.equal(r0["pred"], single["pred"])  # gathered predictions in dataset order
+    assert torch.equal(r0["pred"], single["pred"]) and torch.equal(r1["pred"], single["pred"])  # dataset order
 
 
 def test_sharded_job_writes_every_item_once_and_resumes(two_ranks):

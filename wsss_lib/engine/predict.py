@@ -25,6 +25,7 @@ from ..core.io import to_uint8_image
 from ..core.metrics import ConfusionMatrix, average_precision
 from ..core.runtime import predict_batches
 from ..ops.crf import crf_batch
+from .distributed import eval_shard
 from .train import preload
 
 
@@ -48,7 +49,7 @@ def predict_segmentation(model: torch.nn.Module, images: torch.Tensor, out_size:
                          crf=None, batch_size: int = 32, device=None, amp: bool = True,
                          workers: int | None = None) -> torch.Tensor:
     """Label maps int64 ``(N, H, W)`` for ``images`` float ``(N, 3, H, W)`` in [0, 1]. ``crf``: a
-    :class:`~wsss_lib.crf.CRFParams` (or dict) -> dense-CRF post-processing of the upsampled
+    :class:`~wsss_lib.ops.crf.CRFParams` (or dict) -> dense-CRF post-processing of the upsampled
     softmax (then ``out_size`` must equal the image size)."""
     probs = segmentation_probs(model, images, out_size, batch_size, device, amp)
     if crf is None:
@@ -80,8 +81,16 @@ def evaluate_segmentation_both(model: torch.nn.Module, dataset, num_classes: int
                                return_predictions: bool = False, chunk: int = 128) -> dict:
     """``{"raw": ConfusionMatrix, "crf": ConfusionMatrix | None}`` (+ ``"pred"``/``"pred_crf"``
     label maps with ``return_predictions``) from one forward pass over ``dataset`` (processed in
-    chunks of ``chunk`` images, so memory stays bounded)."""
-    ds = preload(dataset)
+    chunks of ``chunk`` images, so memory stays bounded).
+
+    Under ``torchrun`` each rank scores only its contiguous shard of the images
+    (:func:`~wsss_lib.engine.distributed.eval_shard`); the confusion matrices are summed over the
+    ranks (exact integer counts) and the predictions gathered in dataset order, so every rank
+    returns the single-process result. ``"shard"``: ``(start, stop)`` of the images this rank
+    scored; ``"pixels_scored"``: the labelled pixels it counted itself (before the sum).
+    """
+    part = eval_shard(preload(dataset))
+    ds = part.dataset
     raw = ConfusionMatrix(num_classes)
     cm_crf = ConfusionMatrix(num_classes) if crf is not None else None
     preds, preds_crf = [], []
@@ -98,11 +107,11 @@ def evaluate_segmentation_both(model: torch.nn.Module, dataset, num_classes: int
             cm_crf.update(labels, pc)
             if return_predictions:
                 preds_crf.append(pc)
-    out = {"raw": raw, "crf": cm_crf}
+    out = {"raw": raw, "crf": cm_crf, "shard": (part.start, part.stop), "pixels_scored": int(raw.mat.sum())}
     if return_predictions:
         out["pred"] = torch.cat(preds)
         out["pred_crf"] = torch.cat(preds_crf) if preds_crf else None
-    return out
+    return part.combine(out)
 
 
 def classifier_scores(classifier: torch.nn.Module, dataset, batch_size: int = 64, device=None,
