@@ -63,7 +63,6 @@ def plot_history(history: dict, title: str = "training loss", smooth: int = 20):
     return fig
 
 
-@torch.no_grad()
 def plot_stage_activations(classifier, ds: InMemoryDataset, indices):
     """Rows = images; columns = image, label, conv1..conv5 channel means, CAM."""
     maps = stage_maps(classifier, ds, indices)

@@ -37,7 +37,7 @@ def register(sub) -> None:
 
 
 def _ctx(args):
-    from ..papers.paper1 import make_context  # lazy: keeps `wsss --help` fast (no torch import)
+    from ..papers.common import make_context  # lazy: keeps `wsss --help` fast (no torch import)
 
     return make_context(args.data_root, args.out, args.device, args.quick, args.seed, args.dataset)
 

@@ -48,9 +48,9 @@ def register(sub) -> None:
 
 
 def _ctx(args, name: str):
-    from ..papers.paper2 import make_context  # lazy: keeps `wsss --help` fast (no torch import)
+    from ..papers.common import make_context  # lazy: keeps `wsss --help` fast (no torch import)
 
-    return make_context(name, quick=args.quick, seed=args.seed, device=args.device, dataset=args.dataset,
+    return make_context(name=name, quick=args.quick, seed=args.seed, device=args.device, dataset=args.dataset,
                         data_root=args.data_root, out=args.out)
 
 

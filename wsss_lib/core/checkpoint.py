@@ -8,7 +8,7 @@ A checkpoint is a plain dict of tensors and plain values (torchvision references
 Writing goes to a temporary file in the same folder, is fsynced, then renamed over the target,
 so an interrupted save never leaves a truncated checkpoint. Loading always uses
 ``torch.load(..., weights_only=True)``: a checkpoint carrying a pickle payload that would run
-code is refused with :class:`~wsss_lib.errors.CheckpointError`.
+code is refused with :class:`~wsss_lib.core.errors.CheckpointError`.
 """
 
 from __future__ import annotations

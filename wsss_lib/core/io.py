@@ -12,7 +12,7 @@
   :func:`write_output` (by suffix) and :func:`write_masks` build on it.
 * :func:`plain_config` / :func:`to_jsonable`: configs and metrics as plain JSON values.
 
-Corrupt or truncated files raise :class:`~wsss_lib.errors.CorruptFileError` naming the file.
+Corrupt or truncated files raise :class:`~wsss_lib.core.errors.CorruptFileError` naming the file.
 """
 
 from __future__ import annotations

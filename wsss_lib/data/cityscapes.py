@@ -64,7 +64,7 @@ def cityscapes_info() -> DatasetInfo:
 def load_cityscapes(root: str | os.PathLike, split: str = "train") -> tuple[DatasetInfo, list[Sample]]:
     """Index ``split`` (train/val/test) of a Cityscapes root: ``(info, samples)`` sorted by city/seq/frame.
 
-    Raises one :class:`~wsss_lib.errors.DatasetLayoutError` (expected tree + download URL) when the
+    Raises one :class:`~wsss_lib.core.errors.DatasetLayoutError` (expected tree + download URL) when the
     folders are missing or a listed image has no ``gtFine`` label (train/val).
     """
     root = Path(root).expanduser()

@@ -83,7 +83,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     Toy datasets are generated when missing: with ``kwargs`` (generator parameters, e.g.
     ``n_train=200``) they are (re)generated to match; without, an existing generated folder is
     used as it is. Real-dataset ``kwargs`` go to the loader (``sbd_root``, ``cache_dir``...).
-    Problems with the files raise :class:`~wsss_lib.errors.DatasetLayoutError`.
+    Problems with the files raise :class:`~wsss_lib.core.errors.DatasetLayoutError`.
     """
     path = resolve_root(name, root)
     if name == "toy_objects":

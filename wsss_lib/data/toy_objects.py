@@ -44,6 +44,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ..core.config import PRESETS
 from ..core.errors import InvalidInputError, dataset_layout_error
 from ..core.io import read_image, read_label, voc_palette, write_image, write_label
 from ..core.parallel import num_threads_hint, run_pool
@@ -56,7 +57,7 @@ GENERATOR_VERSION = 1
 CLASSES = ["background", "disc", "box", "triangle", "ring", "star", "cross"]
 CLASS_TEXTURE = {"disc": "stripes", "box": "checker", "triangle": "dots", "ring": "plain", "star": "waves",
                  "cross": "camo"}
-DEFAULT_SPLITS = {"train": 1200, "val": 200, "test": 200}
+_DEF = PRESETS["toy_objects"]["default"]  # sizes and seed: the one place they live
 
 TOY_OBJECTS_TREE = """<root>/
     JPEGImages/{id}.jpg
@@ -71,7 +72,7 @@ def toy_objects_info() -> DatasetInfo:
     return DatasetInfo(name="toy_objects", classes=list(CLASSES), background=[0], palette=voc_palette())
 
 
-def _params(size=96, n_train=1200, n_val=200, n_test=200, seed=0, min_area=0.02, max_area=0.4,
+def _params(size=_DEF["size"], n_train=_DEF["n_train"], n_val=_DEF["n_val"], n_test=_DEF["n_test"], seed=_DEF["seed"], min_area=0.02, max_area=0.4,
             object_probs=(0.4, 0.35, 0.25), dup_prob=0.15, boundary=1, jpeg_quality=92) -> dict:
     if isinstance(size, (int, np.integer)):
         size = (int(size), int(size))
@@ -274,8 +275,9 @@ def toy_objects_manifest(**params) -> dict:
     return {"generator": "toy_objects", "version": GENERATOR_VERSION, "params": _params(**params)}
 
 
-def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: int | Sequence[int] = 96,
-                       n_train: int = 1200, n_val: int = 200, n_test: int = 200, seed: int = 0,
+def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: int | Sequence[int] = _DEF["size"],
+                       n_train: int = _DEF["n_train"], n_val: int = _DEF["n_val"], n_test: int = _DEF["n_test"],
+                       seed: int = _DEF["seed"],
                        min_area: float = 0.02, max_area: float = 0.4,
                        object_probs: Sequence[float] = (0.4, 0.35, 0.25), dup_prob: float = 0.15,
                        boundary: int = 1, jpeg_quality: int = 92, workers: int | None = None) -> Path:

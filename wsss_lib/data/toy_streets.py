@@ -54,6 +54,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ..core.config import PRESETS
 from ..core.errors import InvalidInputError, dataset_layout_error
 from ..core.io import write_image, write_label
 from ..core.parallel import num_threads_hint, run_pool
@@ -61,6 +62,7 @@ from .base import DatasetInfo, Sample, read_list_file, read_tags_json, safe_join
 from .textures import blend, ensure_generated, hsv_to_rgb, random_colors, rng_for, smooth_noise, texture_pattern
 
 GENERATOR_VERSION = 2
+_DEF = PRESETS["toy_streets"]["default"]  # sizes and seed: the one place they live
 CLASSES = ["sky", "building", "vegetation", "road", "sidewalk", "car", "person", "bicycle"]
 BACKGROUND = [0, 1, 2, 3, 4]
 MOVING = [5, 6, 7]
@@ -434,7 +436,8 @@ def generate_clip(seed: int, split: str, index: int, frames: int = 8, size: Sequ
 
 
 # ------------------------------------------------------------------------------------------ disk
-def _params(size=(96, 128), frames=8, n_train=60, n_val=10, n_test=10, seed=0, jpeg_quality=92) -> dict:
+def _params(size=(_DEF["height"], _DEF["width"]), frames=_DEF["frames"], n_train=_DEF["n_train"], n_val=_DEF["n_val"],
+            n_test=_DEF["n_test"], seed=_DEF["seed"], jpeg_quality=92) -> dict:
     if isinstance(size, (int, np.integer)):
         raise InvalidInputError("ToyStreets size must be (H, W)")
     size = [int(size[0]), int(size[1])]
@@ -498,8 +501,10 @@ def toy_streets_manifest(**params) -> dict:
     return {"generator": "toy_streets", "version": GENERATOR_VERSION, "params": _params(**params)}
 
 
-def ensure_toy_streets(root: str | os.PathLike = "data/toy/streets", *, size: Sequence[int] = (96, 128),
-                       frames: int = 8, n_train: int = 60, n_val: int = 10, n_test: int = 10, seed: int = 0,
+def ensure_toy_streets(root: str | os.PathLike = "data/toy/streets", *,
+                       size: Sequence[int] = (_DEF["height"], _DEF["width"]), frames: int = _DEF["frames"],
+                       n_train: int = _DEF["n_train"], n_val: int = _DEF["n_val"], n_test: int = _DEF["n_test"],
+                       seed: int = _DEF["seed"],
                        jpeg_quality: int = 92, workers: int | None = None, height: int | None = None,
                        width: int | None = None) -> Path:
     """Generate ToyStreets under ``root`` unless an identical one (same manifest, all files) is there.

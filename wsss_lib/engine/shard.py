@@ -220,10 +220,10 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
                       crf=None, batch_size: int = 32, device=None, crf_workers: int = 1, save_probs: bool = False,
                       rank: int | None = None, world: int | None = None, progress: bool = True,
                       overwrite: bool = False, **mask_kw) -> dict:
-    """Paper-1 fg/bg masks for a whole dataset, sharded: :func:`~wsss_lib.masks.extract_masks`
+    """Paper-1 fg/bg masks for a whole dataset, sharded: :func:`~wsss_lib.ops.masks.extract_masks`
     (fused maps; ``mask_kw``: layers, weights, aggregate, normalize, align, normalize_each), then
-    the dense CRF (:func:`~wsss_lib.masks.refine_masks` with ``crf`` = a
-    :class:`~wsss_lib.crf.CRFParams`/dict; ``crf=None`` thresholds the fused map instead).
+    the dense CRF (:func:`~wsss_lib.ops.masks.refine_masks` with ``crf`` = a
+    :class:`~wsss_lib.ops.crf.CRFParams`/dict; ``crf=None`` thresholds the fused map instead).
 
     Writes ``<out_dir>/<id>.png`` (0 = background, 1 = foreground, the format of
     :func:`wsss_lib.core.io.write_masks`) and, with ``save_probs``, ``<out_dir>/<id>.npz`` (``fg``
@@ -257,7 +257,7 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
 def heatmaps_job(classifier: torch.nn.Module, dataset, out_dir: str | os.PathLike, *, layer: str = "score",
                  normalisation: str = "minmax", batch_size: int = 16, device=None, rank: int | None = None,
                  world: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
-    """Paper-2 per-class heatmaps (:func:`~wsss_lib.heatmaps.class_heatmaps`) for a whole dataset,
+    """Paper-2 per-class heatmaps (:func:`~wsss_lib.ops.heatmaps.class_heatmaps`) for a whole dataset,
     sharded: ``<out_dir>/<id>.npz`` with ``heatmaps`` float16 ``(K, H, W)`` in [0, 1]. Returns
     :func:`run_sharded`'s summary."""
     out_dir = Path(out_dir)

@@ -9,7 +9,7 @@
 * SGD (momentum) or Adam, poly learning-rate decay ``(1 - s/steps)^power`` (DeepLab), optional
   per-group LR multipliers (e.g. 10x for a new head);
 * mixed precision (:func:`~wsss_lib.core.runtime.mixed_precision`), ``tqdm.auto`` progress bar;
-* atomic checkpoints (:func:`~wsss_lib.checkpoint.save_checkpoint`) holding model, optimizer,
+* atomic checkpoints (:func:`~wsss_lib.core.checkpoint.save_checkpoint`) holding model, optimizer,
   scheduler, scaler, step, RNG states, config and loss history. With ``resume=True`` a checkpoint
   whose config matches is continued; a different config starts over (with a message).
 

@@ -3,7 +3,7 @@
 An annotator looks at each generated fg/bg mask and accepts or rejects it with ONE click. We
 simulate the annotator with the ground truth: a mask is accepted when its IoU with the true
 foreground exceeds ``tau`` (default 0.5 [ours]). Training then uses the mask term only on accepted
-images; rejected images keep the tag term only (:func:`wsss_lib.losses.fgbg_prior_loss` with
+images; rejected images keep the tag term only (:func:`wsss_lib.ops.losses.fgbg_prior_loss` with
 ``accepted=``). The cost is reported as the number of clicks (one per checked image).
 """
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 import cv2
 
 from ..core.errors import InvalidInputError
+from ..core.io import to_uint8
 
 METHODS = ("farneback", "dis", "raft", "auto")
 SUBTRACTS = ("none", "median", "affine")
@@ -291,7 +292,7 @@ def textured_pair(dx: float, dy: float, size: tuple[int, int] = (96, 128), seed:
     ox, oy = w // 2, h // 2
     a = cv2.warpAffine(big, np.float32([[1, 0, -ox], [0, 1, -oy]]), (w, h), flags=cv2.INTER_LINEAR)
     b = cv2.warpAffine(big, np.float32([[1, 0, -ox + dx], [0, 1, -oy + dy]]), (w, h), flags=cv2.INTER_LINEAR)
-    return (a * 255 + 0.5).astype(np.uint8), (b * 255 + 0.5).astype(np.uint8)
+    return to_uint8(torch.from_numpy(a)).numpy(), to_uint8(torch.from_numpy(b)).numpy()
 
 
 def translation_error(method: str = "farneback", shifts: Sequence[tuple[float, float]] = ((2.5, -1.5), (0.4, 0.7),

@@ -14,8 +14,8 @@ reconstruction ([ours], each choice a parameter):
 3. :func:`heatmap_regions` — for each *tagged* class the pixels where its normalised heatmap is
    the largest among the tagged classes (``mode="argmax"``, default) and at least
    ``threshold``; ``mode="soft"`` keeps the heatmap value as a weight instead; optionally refined
-   by a dense CRF (:func:`wsss_lib.crf.dense_crf`) over the tagged classes. The result,
-   ``regions (B, C, H, W)`` in [0, 1], is what :func:`wsss_lib.losses.region_loss` rewards.
+   by a dense CRF (:func:`wsss_lib.ops.crf.dense_crf`) over the tagged classes. The result,
+   ``regions (B, C, H, W)`` in [0, 1], is what :func:`wsss_lib.ops.losses.region_loss` rewards.
 
 All functions are batched and run on CPU or GPU.
 """
@@ -169,7 +169,7 @@ def heatmap_regions(heatmaps: torch.Tensor, tags: torch.Tensor, threshold: float
     mode: ``"argmax"`` -> ``regions[b, k] = 1`` where k is the tagged class with the largest
         heatmap; ``"soft"`` -> the same pixels weighted by that heatmap value.
     images: float ``(B, 3, H, W)`` in [0, 1] (or uint8 ``(B, H, W, 3)``); needed only with ``crf``.
-    crf: ``None``, ``True`` (default :class:`wsss_lib.crf.CRFParams`) or a ``CRFParams``: the
+    crf: ``None``, ``True`` (default :class:`wsss_lib.ops.crf.CRFParams`) or a ``CRFParams``: the
         tagged classes' heatmaps (normalised to sum 1 per pixel) are refined by a dense CRF and
         the argmax of its output replaces the raw argmax (the threshold still applies to the raw
         maps).

@@ -237,7 +237,7 @@ def refine_masks(images: Sequence[np.ndarray], maps, threshold: float = 0.5, par
 
 def evaluate_masks(pred, labels, ignore_index: int = 255) -> dict[str, float]:
     """Pooled (dataset-level) mask IoU / precision / recall: ``pred`` bool ``(N, H, W)``, ``labels``
-    int ``(N, H, W)`` (non-zero = fg; 255 ignored). Wraps :func:`~wsss_lib.metrics.mask_scores`."""
+    int ``(N, H, W)`` (non-zero = fg; 255 ignored). Wraps :func:`~wsss_lib.core.metrics.mask_scores`."""
     p = pred.cpu().numpy() if torch.is_tensor(pred) else np.asarray(pred)
     t = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
     return mask_scores(p.astype(bool), t, ignore_index=ignore_index)

@@ -1,8 +1,9 @@
 """Paper 1's pipeline as load-or-compute steps, shared by notebooks 01-04 and ``wsss`` CLI commands.
 
-Each step takes a *run context* — a :class:`~wsss_lib.notebook.NotebookContext` or anything with
-``data_root``, ``out``, ``device``, ``quick``, ``seed``, ``dataset`` — and caches its result under
-``<out>``, keyed by the step's full config, so notebook 2 reuses notebook 1's classifier, 3 and 4
+Each step takes a *run context* (:class:`~wsss_lib.papers.common.RunContext`, or a notebook's
+:class:`~wsss_lib.notebook.NotebookContext`: ``data_root``, ``out``, ``device``, ``quick``, ``seed``,
+``dataset``) and caches its result under ``<out>`` (:func:`~wsss_lib.papers.common.load_or_train`),
+keyed by the step's full config, so notebook 2 reuses notebook 1's classifier, 3 and 4
 reuse 2's masks, and the CLI reuses both::
 
     <out>/checkpoints/tag_classifier.pt       classifier (config stored inside; retrained on mismatch)
@@ -17,10 +18,6 @@ split is only evaluated.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +28,8 @@ from ..core.checkpoint import load_checkpoint, save_checkpoint
 from ..core.config import preset
 from ..core.errors import CheckpointError, InvalidInputError
 from ..core.io import plain_config, write_masks
-from ..core.runtime import seed_everything, select_device
 from ..data.base import SegmentationDataset
-from ..data.registry import default_data_root, load_dataset
+from ..data.registry import load_dataset
 from ..engine.predict import evaluate_segmentation_both
 from ..engine.train import InMemoryDataset, preload, train_classifier
 from ..models import SegNet, TagClassifier, build_backbone
@@ -41,40 +37,8 @@ from ..ops.checkmask import simulate_checkmask
 from ..ops.crf import CRFParams
 from ..ops.masks import (cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask, fuse_activations,
                          refine_masks)
+from .common import complete_checkpoints, config_hash, load_or_train, state_fingerprint
 from .segmentation import train_segmentation
-
-# ----------------------------------------------------------------------------- context
-
-
-@dataclass
-class RunContext:
-    """Minimal run context for the CLI (notebooks pass their NotebookContext instead)."""
-
-    data_root: Path | None
-    out: Path
-    device: torch.device
-    quick: bool = False
-    seed: int = 0
-    dataset: str = "toy_objects"
-
-    @property
-    def checkpoints(self) -> Path:
-        return Path(self.out) / "checkpoints"
-
-
-def make_context(data_root=None, out="runs/latest", device="auto", quick=False, seed=0,
-                 dataset="toy_objects") -> RunContext:
-    """A :class:`RunContext` with the device selected and folders created."""
-    out = Path(out)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    seed_everything(seed)
-    return RunContext(Path(data_root) if data_root else default_data_root(), out, select_device(device), bool(quick),
-                      int(seed), dataset)
-
-
-def _config_hash(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -140,21 +104,6 @@ def build_classifier(cfg: dict, num_classes: int):
     return TagClassifier(build_backbone_from(cfg), num_classes, pooling=cfg["pooling"], hidden=cfg.get("hidden", 0))
 
 
-def _load_if_matching(path: Path, cfg: dict, model, device) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        st = load_checkpoint(path, map_location=device)
-    except CheckpointError as exc:
-        print(f"[wsss] ignoring {path}: {exc}")
-        return None
-    if st.get("config") != cfg or not st.get("complete", False):
-        return None
-    model.load_state_dict(st["model"])
-    model.to(device).eval()
-    return st
-
-
 def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume: bool = True, **overrides):
     """Load the run's tag classifier if ``<out>/checkpoints/tag_classifier.pt`` matches the config,
     else train it (resumable). Returns ``(classifier (eval mode), info)`` with ``info = {"config",
@@ -164,17 +113,14 @@ def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume
     fg = train.info.foreground
     model = build_classifier(cfg, len(fg))
     path = Path(ctx.out) / "checkpoints" / "tag_classifier.pt"
-    st = None if retrain else _load_if_matching(path, cfg, model, ctx.device)
-    if st is not None:
-        print(f"[wsss] loaded tag classifier from {path}")
-        return model, {"config": cfg, "trained": False, "history": st.get("history", {}), "seconds": 0.0}
-    t0 = time.time()
-    hist = train_classifier(model, train, classes=fg, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                            optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"], device=ctx.device,
-                            seed=ctx.seed, checkpoint_path=path, resume=resume and not retrain, config=cfg,
-                            progress=progress, checkpoint_every=max(50, cfg["steps"] // 4))
-    model.eval()
-    return model, {"config": cfg, "trained": True, "history": hist, "seconds": time.time() - t0}
+
+    def fit_it():
+        return train_classifier(model, train, classes=fg, steps=cfg["steps"], batch_size=cfg["batch_size"],
+                                lr=cfg["lr"], optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"],
+                                device=ctx.device, seed=ctx.seed, checkpoint_path=path, resume=resume and not retrain,
+                                config=cfg, progress=progress, checkpoint_every=max(50, cfg["steps"] // 4))
+
+    return model, load_or_train(path, cfg, model, fit_it, ctx.device, retrain, "tag classifier")
 
 
 # ----------------------------------------------------------------------------- masks
@@ -184,7 +130,7 @@ def mask_config(ctx, **overrides) -> dict:
 
 
 def crf_params(ctx, **overrides):
-    """:class:`~wsss_lib.crf.CRFParams` from the "crf" preset (+ overrides)."""
+    """:class:`~wsss_lib.ops.crf.CRFParams` from the "crf" preset (+ overrides)."""
     p = preset("crf", ctx.quick, **overrides)
     return CRFParams(**{k: v for k, v in p.items() if k in CRFParams.__dataclass_fields__})
 
@@ -196,8 +142,8 @@ def compute_masks(ctx, classifier, split: str, progress: bool = False, **overrid
     mcfg = mask_config(ctx, **overrides)
     ds = load_split(ctx, split)
     fg = ds.info.foreground
-    key = {"masks": mcfg, "classifier": _state_fingerprint(classifier), "split": split, "ids": len(ds)}
-    path = Path(ctx.out) / "masks" / f"{split}_{_config_hash(key)}.pt"
+    key = {"masks": mcfg, "classifier": state_fingerprint(classifier), "split": split, "ids": len(ds)}
+    path = Path(ctx.out) / "masks" / f"{split}_{config_hash(key)}.pt"
     if path.is_file():
         try:
             st = load_checkpoint(path)
@@ -212,15 +158,6 @@ def compute_masks(ctx, classifier, split: str, progress: bool = False, **overrid
     save_checkpoint({"maps": stored, "key": plain_config(key)}, path)
     # return exactly what a later cache hit returns (float16-rounded), so downstream caches agree
     return {k: v.float() for k, v in stored.items()}
-
-
-def _state_fingerprint(model) -> str:
-    h = hashlib.sha1()
-    for k, v in model.state_dict().items():
-        if v.is_floating_point():
-            h.update(k.encode())
-            h.update(np.float64(v.double().sum().item()).tobytes())
-    return h.hexdigest()[:12]
 
 
 def choose_thresholds(ctx, val_maps: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -238,7 +175,7 @@ def refine_split(ctx, split: str, maps: torch.Tensor, threshold: float, params=N
     ds = load_split(ctx, split)
     key = {"maps": float(maps.double().sum()), "n": len(ds), "t": float(threshold), "crf": params.to_dict(),
            "split": split}
-    path = Path(ctx.out) / "masks" / f"{split}_crf_{_config_hash(key)}.pt"
+    path = Path(ctx.out) / "masks" / f"{split}_crf_{config_hash(key)}.pt"
     q = None
     if path.is_file():
         try:
@@ -301,27 +238,23 @@ def get_segnet(ctx, name: str, mode: str, classifier, masks=None, accepted=None,
         cfg["masks_fingerprint"] = float(torch.as_tensor(np.asarray(masks, dtype=np.float32)).double().sum())
     if accepted is not None:
         cfg["accepted_fingerprint"] = int(np.asarray(accepted).sum())
-    cfg["classifier"] = _state_fingerprint(classifier)
+    cfg["classifier"] = state_fingerprint(classifier)
     cfg = plain_config(cfg)
     num_classes = train.info.num_classes
     model = build_segnet(cfg, clf_cfg, num_classes)
     path = Path(ctx.out) / "checkpoints" / f"segnet_{name}.pt"
-    st = None if retrain else _load_if_matching(path, cfg, model, ctx.device)
-    if st is not None:
-        print(f"[wsss] loaded {name} from {path}")
-        return model, {"config": cfg, "trained": False, "history": st.get("history", {}), "seconds": 0.0}
-    model.init_from_classifier(classifier)
-    t0 = time.time()
     m = None if masks is None else torch.as_tensor(np.asarray(masks, dtype=np.float32))
-    hist = train_segmentation(model, train, mode, masks=m, accepted=accepted, pooling=cfg["pooling"],
-                              tag_pooling=cfg["tag_pooling"], rejected=cfg["rejected"], steps=cfg["steps"],
-                              batch_size=cfg["batch_size"],
-                              lr=cfg["lr"], optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"],
-                              head_lr_mult=cfg["head_lr_mult"], device=ctx.device, seed=ctx.seed,
-                              checkpoint_path=path, resume=resume and not retrain, config=cfg, progress=progress,
-                              checkpoint_every=max(50, cfg["steps"] // 4), desc=f"seg[{name}]")
-    model.eval()
-    return model, {"config": cfg, "trained": True, "history": hist, "seconds": time.time() - t0}
+
+    def fit_it():
+        model.init_from_classifier(classifier)
+        return train_segmentation(model, train, mode, masks=m, accepted=accepted, pooling=cfg["pooling"],
+                                  tag_pooling=cfg["tag_pooling"], rejected=cfg["rejected"], steps=cfg["steps"],
+                                  batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
+                                  weight_decay=cfg["weight_decay"], head_lr_mult=cfg["head_lr_mult"], device=ctx.device,
+                                  seed=ctx.seed, checkpoint_path=path, resume=resume and not retrain, config=cfg,
+                                  progress=progress, checkpoint_every=max(50, cfg["steps"] // 4), desc=f"seg[{name}]")
+
+    return model, load_or_train(path, cfg, model, fit_it, ctx.device, retrain, name)
 
 
 def evaluate_segnet(ctx, model, split: str = "test", crf: bool = True, return_predictions: bool = False) -> dict:
@@ -354,7 +287,7 @@ def train_masks(ctx, classifier, progress: bool = False) -> torch.Tensor:
 
 
 def checkmask_acceptance(ctx, masks: torch.Tensor, tau: float | None = None) -> dict:
-    """Simulated check-mask clicks on the train masks (:func:`wsss_lib.checkmask.simulate_checkmask`)."""
+    """Simulated check-mask clicks on the train masks (:func:`wsss_lib.ops.checkmask.simulate_checkmask`)."""
     tau = preset("seg", ctx.quick)["tau"] if tau is None else tau
     return simulate_checkmask(masks, load_split(ctx, "train").labels.long(), tau=tau)
 
@@ -390,14 +323,7 @@ def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: s
 def load_trained_segnets(ctx) -> dict[str, Any]:
     """Every complete ``segnet_*.pt`` under ``<out>/checkpoints`` rebuilt from its stored config."""
     out = {}
-    for path in sorted((Path(ctx.out) / "checkpoints").glob("segnet_*.pt")):
-        try:
-            st = load_checkpoint(path, map_location=ctx.device)
-        except CheckpointError as exc:
-            print(f"[wsss] skipping {path}: {exc}")
-            continue
-        if not st.get("complete"):
-            continue
+    for path, st in complete_checkpoints(ctx.checkpoints, "segnet_*.pt", ctx.device):
         cfg = st["config"]
         train = load_split(ctx, "train")
         model = build_segnet(cfg, classifier_config(ctx), train.info.num_classes)

@@ -1,10 +1,11 @@
 """Load-or-train steps of paper 2's pipeline (notebooks 05-07 and ``wsss`` paper-2 commands).
 
 Every function takes a run context ``ctx`` (:func:`wsss_lib.notebook.setup` or
-:func:`make_context`: ``quick``, ``seed``, ``device``, ``dataset``, ``data_root``, ``out``,
-``checkpoints``) so notebooks stay thin and share trained models through
+:func:`wsss_lib.papers.common.make_context`: ``quick``, ``seed``, ``device``, ``dataset``,
+``data_root``, ``out``, ``checkpoints``) so notebooks stay thin and share trained models through
 ``ctx.checkpoints/<name>.pt``: a step loads its checkpoint when the stored config matches (sizes
-from :func:`wsss_lib.config.preset`), else trains and saves it.
+from :func:`wsss_lib.core.config.preset`), else trains and saves it
+(:func:`wsss_lib.papers.common.load_or_train`, the same cache as paper 1's).
 
 Pipeline: :func:`load_streets` (frames + cached flow of every split) ->
 :func:`get_classifier` (multi-label tags over all classes) -> :func:`get_regions` (heatmap
@@ -17,40 +18,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from ..core.checkpoint import load_checkpoint
 from ..core.config import PRESETS, preset
 from ..core.errors import InvalidInputError
-from ..core.results import output_dir
-from ..core.runtime import seed_everything, select_device
-from ..data.registry import default_data_root, load_dataset
+from ..data.registry import load_dataset
 from ..engine.shard import FlowCache, compute_dataset_flow
 from ..engine.predict import evaluate_classifier
 from ..engine.train import train_classifier
 from ..models.classifier import build_heatmap_classifier
+from ..models.init import init_from
 from ..ops.crf import CRFParams
 from ..ops.flow import FlowParams
 from ..ops.masks import evaluate_masks
-from .video import (build_video_model, compute_fgbg_masks, compute_regions, default_model_config,
-                    evaluate_predictions, evaluate_video, fg_binary_labels, init_from_classifier, load_video_data,
+from .common import complete_checkpoints, load_or_train
+from .video import (KINDS, build_video_model, compute_fgbg_masks, compute_regions, model_config,
+                    evaluate_predictions, evaluate_video, fg_binary_labels, load_video_data,
                     pseudo_label_scores, single_bg_label_map, train_video_model)
 
 SPLITS = ("train", "val", "test")
-
-
-def make_context(name: str = "cli", quick: bool = False, seed: int = 0, device: str = "auto",
-                 dataset: str = "toy_streets", data_root: str | None = None, out: str | None = None):
-    """A notebook-like context for scripts and the CLI (no printing, same folders)."""
-    seed_everything(seed)
-    o = output_dir(out)
-    ctx = SimpleNamespace(name=name, quick=bool(quick), seed=int(seed), device=select_device(device), dataset=dataset,
-                          data_root=Path(data_root) if data_root else default_data_root(), out=o,
-                          checkpoints=o / "checkpoints")
-    ctx.checkpoints.mkdir(parents=True, exist_ok=True)
-    return ctx
 
 
 def flow_cache_root(ctx) -> Path:
@@ -68,7 +55,7 @@ def flow_cache_root(ctx) -> Path:
 
 
 def flow_cache(ctx, **overrides):
-    """The :class:`~wsss_lib.flow.FlowCache` of ``ctx.dataset`` with the ``flow`` preset's method."""
+    """The :class:`~wsss_lib.engine.shard.FlowCache` of ``ctx.dataset`` with the ``flow`` preset's method."""
     cfg = preset("flow", ctx.quick, **overrides)
     return FlowCache(flow_cache_root(ctx), ctx.dataset, FlowParams(method=cfg["method"]))
 
@@ -113,21 +100,27 @@ def get_classifier(ctx, streets: dict, progress: bool = True, **overrides):
                                    pooling=cfg["pooling"], lse_r=cfg["lse_r"], hidden=cfg["hidden"],
                                    dropout=cfg["dropout"], widths=cfg["widths"],
                                    depths=cfg["depths"])
-    hist = train_classifier(clf, streets["data"]["train"], steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                            optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"], device=ctx.device,
-                            seed=ctx.seed, checkpoint_path=ctx.checkpoints / "streets_classifier.pt", resume=True,
-                            config={"classifier": cfg, "data": _data_id(streets), "seed": ctx.seed},
-                            progress=progress, desc="streets classifier")
+    path = ctx.checkpoints / "streets_classifier.pt"
+    config = {"classifier": cfg, "data": _data_id(streets), "seed": ctx.seed}
+
+    def fit_it():
+        return train_classifier(clf, streets["data"]["train"], steps=cfg["steps"], batch_size=cfg["batch_size"],
+                                lr=cfg["lr"], optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"],
+                                device=ctx.device, seed=ctx.seed, checkpoint_path=path, resume=True, config=config,
+                                progress=progress, desc="streets classifier")
+
+    run = load_or_train(path, config, clf, fit_it, ctx.device, what="streets classifier")
+    hist = run["history"]
     clf.eval()
     split = "test" if "test" in streets["data"] else "train"
     ev = evaluate_classifier(clf, streets["data"][split], device=ctx.device)
-    return clf, {"map": ev["map"], "acc": ev["acc"], "ap": ev["ap"], "seconds": hist["seconds"],
+    return clf, {"map": ev["map"], "acc": ev["acc"], "ap": ev["ap"], "seconds": run["seconds"],
                  "loss": hist["loss"][-1] if hist["loss"] else None}
 
 
 def heatmap_config(ctx, **overrides) -> dict:
     """The heatmap -> region settings (``heatmaps`` preset) as keyword arguments of
-    :func:`wsss_lib.video.compute_regions`."""
+    :func:`wsss_lib.papers.video.compute_regions`."""
     cfg = preset("heatmaps", ctx.quick, **overrides)
     crf = None
     if cfg["crf"]:
@@ -138,7 +131,7 @@ def heatmap_config(ctx, **overrides) -> dict:
 
 
 def get_regions(ctx, classifier, streets: dict, split: str = "train", progress: bool = True, **overrides) -> dict:
-    """Heatmap regions of ``split`` + how good they are vs GT (:func:`wsss_lib.video.pseudo_label_scores`)."""
+    """Heatmap regions of ``split`` + how good they are vs GT (:func:`wsss_lib.papers.video.pseudo_label_scores`)."""
     kw = heatmap_config(ctx, **overrides)
     ds = streets["data"][split]
     reg = compute_regions(classifier, ds, device=ctx.device, progress=progress, **kw)
@@ -177,26 +170,29 @@ def get_video_model(ctx, kind: str, streets: dict, classifier=None, regions: tor
     """
     cfg = preset("video_seg", ctx.quick, **overrides)
     info = streets["info"]
-    arch = {k: cfg[k] for k in default_model_config()}
-    model = build_video_model(kind, info, **arch)
-    if cfg["init_from_classifier"] and classifier is not None:
-        init_from_classifier(model, classifier)
+    model = build_video_model(kind, info, **model_config(cfg))
     name = tag or f"video_{kind}"
     config = {"kind": kind, "video_seg": {k: v for k, v in cfg.items() if k != "kinds"},
               "data": _data_id(streets, flow=kind == "two_stream"), "seed": ctx.seed,
               "supervision": supervision_id or {}}
-    hist = train_video_model(kind, model, streets["data"]["train"], info, regions=regions, fg_masks=fg_masks,
-                             steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
-                             weight_decay=cfg["weight_decay"], pooling=cfg["pooling"],
-                             absent_pooling=cfg["absent_pooling"], device=ctx.device, seed=ctx.seed,
-                             checkpoint_path=ctx.checkpoints / f"{name}.pt", resume=True, config=config,
-                             progress=progress, desc=name)
-    model.eval()
-    return model, hist
+    path = ctx.checkpoints / f"{name}.pt"
+
+    def fit_it():
+        if cfg["init_from_classifier"] and classifier is not None:
+            # paper 2's classifier stops at conv3 (later stages are identities): a partial copy, on purpose
+            init_from(model, classifier, partial=True, head=False)
+        return train_video_model(kind, model, streets["data"]["train"], info, regions=regions, fg_masks=fg_masks,
+                                 steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                                 optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"], pooling=cfg["pooling"],
+                                 absent_pooling=cfg["absent_pooling"], device=ctx.device, seed=ctx.seed,
+                                 checkpoint_path=path, resume=True, config=config, progress=progress, desc=name)
+
+    run = load_or_train(path, config, model, fit_it, ctx.device, what=name)
+    return model, {**run["history"], "seconds": run["seconds"]}
 
 
 def evaluate_model(ctx, kind: str, model, streets: dict, split: str = "test", label_map=None) -> dict:
-    """:func:`wsss_lib.video.evaluate_video` on ``split`` (single_bg: with its label map and the
+    """:func:`wsss_lib.papers.video.evaluate_video` on ``split`` (single_bg: with its label map and the
     oracle-background ceiling)."""
     if kind == "single_bg" and label_map is None:
         raise InvalidInputError("single_bg needs its label_map (get_fgbg_masks(...)['label_map'])")
@@ -242,16 +238,11 @@ def load_video_checkpoints(ctx, streets: dict) -> dict:
     ``{kind: (model, label_map or None)}``; the architecture comes from the stored config."""
     info = streets["info"]
     out = {}
-    for kind in ("appearance", "two_stream", "single_bg", "full"):
-        path = Path(ctx.checkpoints) / f"video_{kind}.pt"
-        if not path.is_file():
+    for path, state in complete_checkpoints(ctx.checkpoints, "video_*.pt"):
+        kind = path.stem[len("video_"):]
+        if kind not in KINDS:
             continue
-        state = load_checkpoint(path, map_location="cpu")
-        if not state.get("complete"):
-            continue
-        cfg = state.get("config", {}).get("video_seg", {})
-        arch = {k: cfg[k] for k in default_model_config() if k in cfg}
-        model = build_video_model(kind, info, **arch)
+        model = build_video_model(kind, info, **model_config(state.get("config", {}).get("video_seg", {})))
         model.load_state_dict(state["model"])
         model.to(ctx.device).eval()
         lm = single_bg_label_map(info, streets["data"]["train"].labels) if kind == "single_bg" else None

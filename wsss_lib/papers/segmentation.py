@@ -65,7 +65,7 @@ def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, 
                        head_lr_mult: float = 10.0, augment: bool = True, **fit_kw) -> dict:
     """Train a :class:`~wsss_lib.models.SegNet` (``K + 1`` outputs, 0 = background).
 
-    ``mode``: ``"prior"`` (paper 1: :func:`~wsss_lib.losses.fgbg_prior_loss` with ``masks``
+    ``mode``: ``"prior"`` (paper 1: :func:`~wsss_lib.ops.losses.fgbg_prior_loss` with ``masks``
     float/uint8 ``(N, H, W)`` in [0, 1] aligned with the dataset; ``accepted`` ``(N,)`` {0, 1} for
     check-mask), ``"tags"`` (tags-only baseline) or ``"full"`` (pixel labels, the upper bound).
     ``fg_classes``: the tag columns of the foreground classes (default ``dataset.info.foreground``

@@ -2,20 +2,20 @@
 
 * :func:`load_video_data` — frames of a dataset split (any ``(DatasetInfo, samples)``) in memory,
   each with its encoded optical-flow image (``extra["flow"]`` uint8 ``(N, 3, H, W)``, see
-  :mod:`wsss_lib.flow`).
-* :func:`compute_regions` — heatmap regions of every training frame (:mod:`wsss_lib.heatmaps`),
+  :mod:`wsss_lib.ops.flow`).
+* :func:`compute_regions` — heatmap regions of every training frame (:mod:`wsss_lib.ops.heatmaps`),
   stored as uint8 ``(N, C, H, W)`` (``255`` = weight 1).
 * :func:`compute_fgbg_masks` — paper 1's single fg/bg mask (fused conv activations of the tag
-  classifier, :func:`wsss_lib.masks.extract_masks`, optional dense CRF) for the single-background
+  classifier, :func:`wsss_lib.ops.masks.extract_masks`, optional dense CRF) for the single-background
   baseline.
 * :func:`build_video_model` / :func:`train_video_model` — the four models compared in notebook 07
   (``kind``):
 
-  ``"appearance"``  SegNet on RGB, all C classes, :func:`~wsss_lib.losses.region_loss` with
+  ``"appearance"``  SegNet on RGB, all C classes, :func:`~wsss_lib.ops.losses.region_loss` with
                     heatmap regions (every tagged class, fg or bg, rewarded over its own region);
   ``"two_stream"``  :class:`~wsss_lib.models.two_stream.TwoStreamNet` (RGB + flow), same loss;
   ``"single_bg"``   paper 1's approach: SegNet with K_fg + 1 outputs (all background classes
-                    collapsed into one), :func:`~wsss_lib.losses.fgbg_prior_loss` with the fused
+                    collapsed into one), :func:`~wsss_lib.ops.losses.fgbg_prior_loss` with the fused
                     fg/bg mask;
   ``"full"``        SegNet on RGB trained with pixel labels (cross-entropy): the upper bound.
 
@@ -33,6 +33,8 @@ is not an artefact of the mapping.
 
 from __future__ import annotations
 
+import copy
+
 from typing import Sequence
 
 import numpy as np
@@ -40,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..core.config import PRESETS
 from ..core.errors import InvalidInputError
 from ..core.io import to_uint8
 from ..core.metrics import ConfusionMatrix
@@ -68,14 +71,14 @@ def load_video_data(info, samples: Sequence, size: tuple[int, int] | None = None
     ----------
     info, samples: a dataset split (e.g. ``load_dataset("toy_streets", root, "train")``).
     size: ``(H, W)`` to resize to (default: stored size; frames must then share one size).
-    flow_cache: a :class:`~wsss_lib.flow.FlowCache` with the split's flow computed
-        (:func:`~wsss_lib.flow.compute_dataset_flow`); ``None`` -> no ``flow`` field.
-    max_flow, flow_normalisation, flow_subtract: :func:`~wsss_lib.flow.encode_flow` settings;
+    flow_cache: a :class:`~wsss_lib.engine.shard.FlowCache` with the split's flow computed
+        (:func:`~wsss_lib.engine.shard.compute_dataset_flow`); ``None`` -> no ``flow`` field.
+    max_flow, flow_normalisation, flow_subtract: :func:`~wsss_lib.ops.flow.encode_flow` settings;
         ``max_flow`` is in pixels of the *stored* frame.
 
     Returns
     -------
-    :class:`~wsss_lib.train.InMemoryDataset` (``images`` uint8 ``(N, 3, H, W)``, ``labels``,
+    :class:`~wsss_lib.engine.train.InMemoryDataset` (``images`` uint8 ``(N, 3, H, W)``, ``labels``,
     ``tags`` ``(N, C)``, ``extra["flow"]`` uint8 ``(N, 3, H, W)`` = flow image x 255).
     """
     ds = preload(SegmentationDataset(info, samples, size=size), progress=progress, desc="frames")
@@ -131,7 +134,7 @@ def compute_regions(classifier: torch.nn.Module, ds, layer: str = "score", norma
                     device=None, progress: bool = False) -> torch.Tensor:
     """Heatmap regions of every frame of ``ds`` from its tags: uint8 ``(N, C, H, W)`` (x 255).
 
-    Settings as :func:`wsss_lib.heatmaps.class_heatmaps` / :func:`~wsss_lib.heatmaps.heatmap_regions`.
+    Settings as :func:`wsss_lib.ops.heatmaps.class_heatmaps` / :func:`~wsss_lib.ops.heatmaps.heatmap_regions`.
     """
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
     n = len(ds)
@@ -155,10 +158,10 @@ def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = 
                        background: Sequence[int] = (), crf_workers: int = 1, progress: bool = False) -> dict:
     """Paper 1's fg/bg masks of ``ds`` for the single-background baseline.
 
-    Fused activations (:func:`wsss_lib.masks.extract_masks`) of ``layers``; the threshold is
+    Fused activations (:func:`wsss_lib.ops.masks.extract_masks`) of ``layers``; the threshold is
     ``threshold`` or, when ``val_ds`` is given, the one with the best fg/bg mask IoU on it (all
     classes not in ``background`` are foreground); ``crf`` (``CRFParams``/dict/True) refines the
-    masks with a dense CRF (:func:`wsss_lib.masks.refine_masks`). Returns ``{"masks": float16
+    masks with a dense CRF (:func:`wsss_lib.ops.masks.refine_masks`). Returns ``{"masks": float16
     (N, H, W) in {0, 1}, "threshold": t, "maps": float (N, H, W)}``.
     """
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
@@ -202,24 +205,27 @@ def single_bg_label_map(info, train_labels: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ models
-def default_model_config(**overrides) -> dict:
-    """Architecture settings of the video models (the ``video_seg`` preset fills them)."""
-    cfg = {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1], "output_stride": 8,
-           "head": "largefov",
-           "head_width": 128, "head_dilation": 4, "dropout": 0.3, "motion_widths": [8, 16, 32, 32, 32],
-           "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1}
-    unknown = set(overrides) - set(cfg)
+ARCH_KEYS = ("backbone", "widths", "depths", "output_stride", "head", "head_width", "head_dilation", "dropout",
+             "motion_widths", "motion_depths", "fuse_stage", "late_fusion", "fusion_kernel")
+
+
+def model_config(cfg: dict | None = None, **overrides) -> dict:
+    """Architecture settings of the video models: the :data:`ARCH_KEYS` of ``cfg`` (e.g. a
+    ``video_seg`` preset or a checkpoint's stored one) and ``overrides`` on top of the defaults,
+    which live in ONE place, ``config.PRESETS["video_seg"]``. Unknown override keys raise."""
+    unknown = set(overrides) - set(ARCH_KEYS)
     if unknown:
-        raise InvalidInputError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(cfg)}")
-    cfg.update(overrides)
-    return cfg
+        raise InvalidInputError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(ARCH_KEYS)}")
+    base = PRESETS["video_seg"]["default"]
+    merged = {**base, **(cfg or {}), **overrides}
+    return {k: copy.deepcopy(merged[k]) for k in ARCH_KEYS}
 
 
 def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
-    """The network for ``kind`` (see module docstring); ``model_cfg`` as :func:`default_model_config`."""
+    """The network for ``kind`` (see module docstring); ``model_cfg``: architecture keys, see :func:`model_config`."""
     if kind not in KINDS:
         raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
-    cfg = default_model_config(**model_cfg)
+    cfg = model_config(**model_cfg)
     bb_kw = {"widths": cfg["widths"], "depths": cfg["depths"]} if cfg["backbone"] == "small_vgg" else {}
     bb_kw["output_stride"] = cfg["output_stride"]
     n_out = len(info.foreground) + 1 if kind == "single_bg" else info.num_classes
@@ -233,31 +239,9 @@ def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
                         fusion_kernel=cfg["fusion_kernel"])
 
 
-def copy_matching(dst: torch.nn.Module, src: torch.nn.Module) -> int:
-    """Copy every parameter/buffer of ``src`` whose name and shape match one of ``dst``; returns the count."""
-    d = dst.state_dict()
-    n = 0
-    for k, v in src.state_dict().items():
-        if k in d and d[k].shape == v.shape:
-            d[k] = v.clone()
-            n += 1
-    dst.load_state_dict(d)
-    return n
-
-
-def init_from_classifier(model: torch.nn.Module, classifier: torch.nn.Module) -> int:
-    """Initialise a video model's RGB backbone(s) from the tag classifier's backbone where the
-    stages match (the papers initialise from the classification net); returns tensors copied."""
-    src = classifier.backbone
-    if hasattr(model, "appearance"):
-        n = copy_matching(model.appearance.backbone, src)
-        return n + copy_matching(model.spatiotemporal.backbone, src)
-    return copy_matching(model.backbone, src)
-
-
 def video_loss_step(kind: str, fg_classes: Sequence[int] = (), pooling: str = "mean", absent_pooling: str = "max",
                     augment: bool = True):
-    """``loss_step(model, batch, device)`` for :func:`wsss_lib.train.fit` (see module docstring).
+    """``loss_step(model, batch, device)`` for :func:`wsss_lib.engine.train.fit` (see module docstring).
 
     The batch carries ``regions`` uint8 (appearance / two_stream), ``fg_mask`` (single_bg),
     ``flow`` (two_stream); ``pooling``/``absent_pooling`` go to the region loss.
@@ -287,7 +271,7 @@ def train_video_model(kind: str, model: torch.nn.Module, train_ds, info, *, regi
                       fg_masks: torch.Tensor | None = None, steps: int = 300, batch_size: int = 16, lr: float = 2e-3,
                       optimizer: str = "adamw", weight_decay: float = 1e-4, pooling: str = "mean",
                       absent_pooling: str = "max", augment: bool = True, **fit_kw) -> dict:
-    """Train one video model with :func:`wsss_lib.train.fit`; returns its history.
+    """Train one video model with :func:`wsss_lib.engine.train.fit`; returns its history.
 
     ``regions`` uint8 ``(N, C, H, W)`` (:func:`compute_regions`) for appearance / two_stream;
     ``fg_masks`` ``(N, H, W)`` in [0, 1] (:func:`compute_fgbg_masks`) for single_bg.
