@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from ..runner import parse_value, run_notebooks  # lazy: keeps `wsss --help` fast (no torch import)
+    from ..runner import parse_value, run_notebooks  # lazy: `wsss --help` and other commands do not load every pipeline
 
     params = {k: parse_value(v) for k, v in args.param}
     results = run_notebooks(args.out, notebooks_dir=args.notebooks, quick=args.quick, only=args.only, params=params,
