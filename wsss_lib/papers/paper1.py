@@ -336,6 +336,7 @@ def load_trained_segnets(ctx) -> dict[str, Any]:
     return out
 
 
+@torch.no_grad()
 def stage_maps(classifier, ds: InMemoryDataset, indices, stages=("conv1", "conv2", "conv3", "conv4", "conv5")):
     """Channel-mean activation of every stage, upsampled and min-max normalised ``{stage: (n, H, W)}``,
     plus ``"cam"`` (CAM of the tagged classes), for ``indices`` (one forward pass)."""
