@@ -200,16 +200,12 @@ def guarded(name: str, rows: list[Row], fn: Callable[[], None]) -> None:
 
 
 def amp_context(device: str = "cpu"):
-    """The precision context the library's own loops use (``train.mixed_precision``: bf16 autocast
-    on CPUs with native bf16, AMP on CUDA), so a baseline runs exactly like the pipeline."""
+    """The precision context the library's own loops use (``core.runtime.mixed_precision``: bf16
+    autocast on CPUs with native bf16, AMP on CUDA), so a baseline runs exactly like the pipeline."""
     import torch
 
-    try:
-        from wsss_lib.train import mixed_precision
-    except ImportError:  # older library version
-        from wsss_lib.runtime import autocast
+    from wsss_lib.core.runtime import mixed_precision
 
-        return autocast(torch.device(device))
     return mixed_precision(torch.device(device), True)
 
 

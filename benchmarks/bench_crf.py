@@ -49,7 +49,7 @@ def direct_pydensecrf(image, probs, p):
 
 
 def wrapper_overhead(rows, args, reps):
-    from wsss_lib.crf import CRFParams, dense_crf
+    from wsss_lib.ops.crf import CRFParams, dense_crf
 
     rng = np.random.default_rng(args.seed)
     p = CRFParams.deeplab()
@@ -64,8 +64,8 @@ def wrapper_overhead(rows, args, reps):
 
 
 def workers_speedup(rows, args, reps):
-    from wsss_lib.crf import CRFParams, crf_batch
-    from wsss_lib.runtime import num_threads_hint
+    from wsss_lib.ops.crf import CRFParams, crf_batch
+    from wsss_lib.core.parallel import num_threads_hint
 
     rng = np.random.default_rng(args.seed + 1)
     n = 12 if args.quick else 24
@@ -159,8 +159,8 @@ def torch_vs_pydensecrf(rows, args, reps):
     ``cold``: the cached position-only lattice is cleared before every call (every lattice built);
     ``warm``: reused, as in a loop over same-sized images."""
     from wsss_lib import crf_torch
-    from wsss_lib.crf import CRFParams, dense_crf
-    from wsss_lib.crf_torch import dense_crf_torch
+    from wsss_lib.ops.crf import CRFParams, dense_crf
+    from wsss_lib.ops.crf_torch import dense_crf_torch
 
     dev = torch.device(args.device)
     p = CRFParams.deeplab()
@@ -215,8 +215,8 @@ def _pooled_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _agree(rows, name, images_u8, fg_prob, params, pname, device):
     """Pixel agreement and IoU of the two CRFs' fg masks (> 0.5)."""
-    from wsss_lib.crf import crf_batch
-    from wsss_lib.crf_torch import crf_fgbg_torch
+    from wsss_lib.ops.crf import crf_batch
+    from wsss_lib.ops.crf_torch import crf_fgbg_torch
 
     ims = [np.ascontiguousarray(x) for x in images_u8.permute(0, 2, 3, 1).numpy()]
     ref = np.stack(crf_batch(ims, list(fg_prob.numpy()), params)) > 0.5
@@ -233,8 +233,8 @@ def agreement_photos(rows, args):
     """Real photographs, unaries from a coarse noisy labelling (gt_prob 0.7), 2 and 21 labels
     (C-label post-processing), DeepLab parameters: share of pixels with the same label and the
     smallest per-label IoU (pooled over the photos; labels with >= 100 px)."""
-    from wsss_lib.crf import CRFParams, dense_crf
-    from wsss_lib.crf_torch import dense_crf_torch
+    from wsss_lib.ops.crf import CRFParams, dense_crf
+    from wsss_lib.ops.crf_torch import dense_crf_torch
 
     names = ["astronaut", "chelsea"] if args.quick else ["astronaut", "chelsea", "coffee", "rocket"]
     p = CRFParams.deeplab()
@@ -259,7 +259,7 @@ def agreement_photos(rows, args):
 
 
 def agreement(rows, args):
-    from wsss_lib.crf import CRFParams
+    from wsss_lib.ops.crf import CRFParams
 
     rng = np.random.default_rng(args.seed + 3)
     if args.quick:
@@ -267,7 +267,7 @@ def agreement(rows, args):
     else:
         from wsss_lib.data.base import SegmentationDataset
         from wsss_lib.data.registry import load_dataset
-        from wsss_lib.train import preload
+        from wsss_lib.engine.train import preload
 
         info, samples = load_dataset("toy_objects", split="test")
         ds = preload(SegmentationDataset(info, samples))
@@ -318,8 +318,8 @@ import sys
 sys.path.insert(0, {bench!r})
 import numpy as np, torch
 from bench_crf import _peak_rss_increase
-from wsss_lib.crf import CRFParams
-from wsss_lib.crf_torch import dense_crf_torch
+from wsss_lib.ops.crf import CRFParams
+from wsss_lib.ops.crf_torch import dense_crf_torch
 dense_crf_torch(torch.zeros(1, 3, 16, 16, dtype=torch.uint8), torch.full((1, 2, 16, 16), 0.5))  # warm-up
 from bench_crf import photo, coarse_unaries
 image = photo("astronaut", {side})
@@ -345,8 +345,8 @@ def memory_scaling(rows, args):
     mem = []
     for side in sides:
         if args.device.startswith("cuda"):
-            from wsss_lib.crf import CRFParams
-            from wsss_lib.crf_torch import dense_crf_torch
+            from wsss_lib.ops.crf import CRFParams
+            from wsss_lib.ops.crf_torch import dense_crf_torch
 
             rng = np.random.default_rng(0)
             im = torch.from_numpy(rng.integers(0, 256, (1, 3, side, side), dtype=np.uint8)).to(args.device)
@@ -372,9 +372,9 @@ def fused_maps(args, test_images: torch.Tensor) -> torch.Tensor:
     """Calibrated fused conv4+conv5 maps of a small tag classifier trained here (threshold from VAL)."""
     from wsss_lib.data.base import SegmentationDataset
     from wsss_lib.data.registry import load_dataset
-    from wsss_lib.masks import calibrate, choose_threshold, extract_masks
+    from wsss_lib.ops.masks import calibrate, choose_threshold, extract_masks
     from wsss_lib.models import TagClassifier, build_backbone
-    from wsss_lib.train import preload, train_classifier
+    from wsss_lib.engine.train import preload, train_classifier
 
     info, tr = load_dataset("toy_objects", split="train")
     _, va = load_dataset("toy_objects", split="val")

@@ -25,9 +25,9 @@ from _common import Row, amp_context, compare, finish, guarded, repeats, start, 
 def data_wait(rows, args, reps):
     from wsss_lib.data.base import SegmentationDataset
     from wsss_lib.data.registry import load_dataset
-    from wsss_lib.losses import cross_entropy
+    from wsss_lib.ops.losses import cross_entropy
     from wsss_lib.models import SegNet, build_backbone
-    from wsss_lib.train import _fetch, batch_indices, batch_stream, preload
+    from wsss_lib.engine.train import _fetch, batch_indices, batch_stream, preload
 
     info, samples = load_dataset("toy_objects", split="val")
     disk = SegmentationDataset(info, samples)
@@ -94,7 +94,8 @@ def optical_flow(rows, args, reps):
     import cv2
 
     from wsss_lib.data.toy_streets import generate_clip
-    from wsss_lib.flow import FlowCache, FlowParams, compute_dataset_flow, compute_flow
+    from wsss_lib.engine.shard import FlowCache, compute_dataset_flow
+    from wsss_lib.ops.flow import FlowParams, compute_flow
 
     clip = generate_clip(args.seed, "bench", 0)["images"]
     a, b = clip[0], clip[1]

@@ -19,7 +19,7 @@ TARGET = "<= 1.10"
 
 
 def _setup(args):
-    from wsss_lib.losses import cross_entropy, fgbg_prior_loss, region_loss, tags_only_loss
+    from wsss_lib.ops.losses import cross_entropy, fgbg_prior_loss, region_loss, tags_only_loss
 
     b = 8 if args.quick else 16
     images, labels, fg_tags = toy_batch(b, split="train", seed=args.seed)

@@ -15,7 +15,7 @@ TARGET = "<= 1.15"
 
 
 def _case(rows, name, backbone, kw, images, tags, reps):
-    from wsss_lib.masks import extract_masks
+    from wsss_lib.ops.masks import extract_masks
     from wsss_lib.models import TagClassifier, build_backbone
 
     clf = TagClassifier(build_backbone(backbone, **kw), tags.shape[1]).eval()

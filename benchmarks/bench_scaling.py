@@ -29,8 +29,8 @@ def _classifier():
 
 
 def by_image_size(rows, args):
-    from wsss_lib.crf import CRFParams, crf_fgbg
-    from wsss_lib.masks import extract_masks
+    from wsss_lib.ops.crf import CRFParams, crf_fgbg
+    from wsss_lib.ops.masks import extract_masks
 
     sizes = [128, 256, 512] if args.quick else [128, 256, 512, 768, 1024]
     images, _, tags = toy_batch(2, seed=args.seed)
@@ -56,8 +56,8 @@ def by_image_size(rows, args):
 
 
 def by_dataset_size(rows, args):
-    from wsss_lib.crf import crf_batch
-    from wsss_lib.masks import extract_masks
+    from wsss_lib.ops.crf import crf_batch
+    from wsss_lib.ops.masks import extract_masks
 
     counts = [8, 16, 32] if args.quick else [16, 32, 64, 128]
     images, _, tags = toy_batch(max(counts), seed=args.seed)

@@ -16,7 +16,7 @@ from _common import Row, finish, guarded, start
 
 
 def _data(n: int, size: int, classes: int, seed: int):
-    from wsss_lib.train import InMemoryDataset
+    from wsss_lib.engine.train import InMemoryDataset
 
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
@@ -27,7 +27,7 @@ def _data(n: int, size: int, classes: int, seed: int):
 
 
 def _images_per_s(build, loss_step, ds, batch: int, warm: int, timed: int, device) -> float:
-    from wsss_lib.train import fit
+    from wsss_lib.engine.train import fit
 
     torch.manual_seed(0)
     hist = fit(build(), ds, loss_step, steps=warm + timed, batch_size=batch, lr=1e-3, optimizer="sgd", device=device,
@@ -38,7 +38,8 @@ def _images_per_s(build, loss_step, ds, batch: int, warm: int, timed: int, devic
 
 def _case(rows, name, backbone_kw, size, classes, batch, warm, timed, device, seed):
     from wsss_lib.models import SegNet, TagClassifier, build_backbone
-    from wsss_lib.train import classifier_loss_step, segmentation_loss_step
+    from wsss_lib.engine.train import classifier_loss_step
+    from wsss_lib.papers.segmentation import segmentation_loss_step
 
     ds = _data(max(2 * batch, 8), size, classes, seed)
     fg = list(range(1, classes))
@@ -53,7 +54,7 @@ def _case(rows, name, backbone_kw, size, classes, batch, warm, timed, device, se
 def main(argv=None) -> int:
     args = start(__doc__, argv, lambda p: p.add_argument("--device", default="auto",
                                                          help="auto (cuda > mps > cpu), cpu, cuda..."))
-    from wsss_lib.runtime import select_device
+    from wsss_lib.core.runtime import select_device
 
     device = select_device(args.device)
     gpu = device.type == "cuda"

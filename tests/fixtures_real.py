@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss_lib.imageio import write_image, write_label
+from wsss_lib.core.io import write_image, write_label
 
 
 def _img(h: int, w: int, seed: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss_lib.errors import InvalidInputError, WsssError
+from wsss_lib.core.errors import InvalidInputError, WsssError
 from wsss_lib.models import STAGES, SegNet, SmallVGG, TagClassifier, VGG16Backbone, build_backbone
 from wsss_lib.models.classifier import global_pool
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_lib.checkmask import accepted_mask_quality, simulate_checkmask
-from wsss_lib.errors import InvalidInputError
+from wsss_lib.ops.checkmask import accepted_mask_quality, simulate_checkmask
+from wsss_lib.core.errors import InvalidInputError
 
 
 def _data():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_lib.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from wsss_lib.errors import CheckpointError
+from wsss_lib.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from wsss_lib.core.errors import CheckpointError
 
 
 def test_roundtrip_plain_dict(tmp_path):

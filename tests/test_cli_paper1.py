@@ -7,7 +7,7 @@ import json
 import pytest
 
 from wsss_lib.cli import main
-from wsss_lib.config import PRESETS
+from wsss_lib.core.config import PRESETS
 
 TINY = {
     "toy_objects": {"n_train": 24, "n_val": 12, "n_test": 12},

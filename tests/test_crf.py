@@ -1,7 +1,7 @@
 """Dense CRF wrapper: known-answer synthetic images, 2 and C labels, batches, PNG output, input checks.
 
-Every test runs twice: on pydensecrf and on the torch fallback (:mod:`wsss_lib.crf_torch`) that
-:mod:`wsss_lib.crf` uses when pydensecrf cannot be imported."""
+Every test runs twice: on pydensecrf and on the torch fallback (:mod:`wsss_lib.ops.crf_torch`) that
+:mod:`wsss_lib.ops.crf` uses when pydensecrf cannot be imported."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from wsss_lib import crf
-from wsss_lib.crf import CRFParams, as_params, crf_batch, crf_fgbg, dense_crf, write_masks
-from wsss_lib.errors import InvalidInputError
-from wsss_lib.imageio import read_label
+from wsss_lib.ops import crf
+from wsss_lib.core.io import write_masks
+from wsss_lib.ops.crf import CRFParams, as_params, crf_batch, crf_fgbg, dense_crf
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.core.io import read_label
 
 
 @pytest.fixture(autouse=True, params=["pydensecrf", "torch"])
@@ -132,7 +133,7 @@ def test_pool_start_method_forks_outside_kernels_only(monkeypatch):
     import multiprocessing as mp
     import sys
 
-    from wsss_lib.crf import _pool_context
+    from wsss_lib.core.parallel import pool_context as _pool_context
 
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     assert _pool_context().get_start_method() == "fork"
@@ -164,11 +165,11 @@ def test_falls_back_to_torch_when_pydensecrf_cannot_be_imported(monkeypatch, cap
     monkeypatch.setattr(crf, "_BACKEND", None)
     monkeypatch.setitem(sys.modules, "pydensecrf", None)  # "import pydensecrf" now raises ImportError
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
-    with caplog.at_level(logging.INFO, logger="wsss_lib.crf"):
+    with caplog.at_level(logging.INFO, logger="wsss_lib.ops.crf"):
         out = dense_crf(img, probs, CRFParams.deeplab())
         fg = crf_batch([img, img], [p, p], workers=2)
     assert crf.backend() == "torch"
-    lines = [r.getMessage() for r in caplog.records if r.name == "wsss_lib.crf"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "wsss_lib.ops.crf"]
     assert len(lines) == 1 and "torch" in lines[0] and "pydensecrf" in lines[0]
     assert out.shape == reference.shape and out.dtype == np.float32
     assert (out.argmax(0) == reference.argmax(0)).mean() >= 0.995
@@ -181,7 +182,7 @@ def test_backend_prefers_pydensecrf_when_importable(monkeypatch, caplog, backend
     if backend != "pydensecrf":
         pytest.skip("one run is enough")
     monkeypatch.setattr(crf, "_BACKEND", None)
-    with caplog.at_level(logging.INFO, logger="wsss_lib.crf"):
+    with caplog.at_level(logging.INFO, logger="wsss_lib.ops.crf"):
         assert crf.backend() == "pydensecrf"
         assert crf.backend() == "pydensecrf"
-    assert [r.getMessage() for r in caplog.records if r.name == "wsss_lib.crf"] == ["dense CRF: pydensecrf"]
+    assert [r.getMessage() for r in caplog.records if r.name == "wsss_lib.ops.crf"] == ["dense CRF: pydensecrf"]

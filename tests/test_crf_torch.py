@@ -8,10 +8,10 @@ import pytest
 import scipy.ndimage as nd
 import torch
 
-from wsss_lib.crf import CRFParams, crf_batch, dense_crf
-from wsss_lib import permutohedral as P
-from wsss_lib.crf_torch import DenseCRF, crf_fgbg_torch, dense_crf_torch
-from wsss_lib.errors import InvalidInputError
+from wsss_lib.ops.crf import CRFParams, crf_batch, dense_crf
+from wsss_lib.ops import permutohedral as P
+from wsss_lib.ops.crf_torch import DenseCRF, crf_fgbg_torch, dense_crf_torch
+from wsss_lib.core.errors import InvalidInputError
 
 PARAMS = {"default": CRFParams(), "deeplab": CRFParams.deeplab()}
 
@@ -313,7 +313,7 @@ class TestDenseCRFTorch:
         assert (a == b).float().mean() > 0.99
 
     def test_gaussian_term_matmul_and_conv_paths_agree(self, monkeypatch):
-        import wsss_lib.crf_torch as ct
+        import wsss_lib.ops.crf_torch as ct
 
         x = torch.rand(2, 3, 30, 41)
         a = ct._gauss_filter(x, 3.0, 4.0)
@@ -331,7 +331,7 @@ class TestDenseCRFTorch:
             dense_crf_torch(_t(image), torch.from_numpy(probs), nonsense=1)
 
     def test_crf_batch_torch_matches_crf_batch_layout(self):
-        from wsss_lib.crf_torch import crf_batch_torch
+        from wsss_lib.ops.crf_torch import crf_batch_torch
 
         rng = np.random.default_rng(9)
         items = [_blobs(rng, 20, 24), _blobs(rng, 16, 16, n_classes=3), _blobs(rng, 20, 24)]

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from wsss_lib.data.base import DatasetInfo, Sample, SegmentationDataset, safe_join, to_uint8_image
-from wsss_lib.errors import CorruptFileError, InvalidInputError, UnsafePathError
-from wsss_lib.imageio import write_image, write_label
+from wsss_lib.data.base import DatasetInfo, Sample, SegmentationDataset, safe_join
+from wsss_lib.core.io import to_uint8_image
+from wsss_lib.core.errors import CorruptFileError, InvalidInputError, UnsafePathError
+from wsss_lib.core.io import write_image, write_label
 
 INFO = DatasetInfo("t", ["background", "a", "b"], background=[0])
 

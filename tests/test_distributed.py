@@ -29,10 +29,11 @@ import pytest
 import torch
 from torch import nn
 
-from wsss_lib import distributed as D
-from wsss_lib import shard as S
-from wsss_lib import train
-from wsss_lib.errors import InvalidInputError, UnsafePathError
+from wsss_lib.engine import distributed as D
+from wsss_lib.engine import shard as S
+from wsss_lib.engine import predict, train
+from wsss_lib.papers import segmentation
+from wsss_lib.core.errors import InvalidInputError, UnsafePathError
 
 NUM_CLASSES = 3
 STEPS = 4
@@ -72,7 +73,7 @@ def _dataset(n: int, seed: int, ignore: bool = False) -> train.InMemoryDataset:
 
 
 def _train(model, ds, ckpt: Path, stop_after=None) -> dict:
-    return train.train_segmentation(model, ds, "full", steps=STEPS, batch_size=GLOBAL_BATCH, lr=0.05,
+    return segmentation.train_segmentation(model, ds, "full", steps=STEPS, batch_size=GLOBAL_BATCH, lr=0.05,
                                     device="cpu", seed=3, amp=False, progress=False, augment=True,
                                     checkpoint_path=ckpt, checkpoint_every=1, config={"test": "ddp"},
                                     stop_after=stop_after)
@@ -104,7 +105,7 @@ def _entry_points(ds) -> dict:
     for mode in ("prior", "tags"):
         torch.manual_seed(0)
         seg = SegNet(_small_backbone(), NUM_CLASSES, width=8, dilation=2)
-        hist = train.train_segmentation(seg, ds, mode, masks=torch.rand(len(ds), 16, 16) if mode == "prior" else None,
+        hist = segmentation.train_segmentation(seg, ds, mode, masks=torch.rand(len(ds), 16, 16) if mode == "prior" else None,
                                         fg_classes=[1, 2], steps=2, batch_size=GLOBAL_BATCH, device="cpu", amp=False,
                                         progress=False)
         out[mode] = (seg.state_dict(), hist["loss"])
@@ -142,9 +143,13 @@ def _worker(out: Path) -> None:
                out / f"resumed_rank{rank}.pt")
     clf, hist = _train_classifier(ds)
     torch.save({"clf": (clf.state_dict(), hist["loss"]), **_entry_points(ds)}, out / f"entry_rank{rank}.pt")
-    res = train.evaluate_segmentation_both(model, _dataset(13, 5, ignore=True), NUM_CLASSES, device="cpu",
+    seen: list[torch.Tensor] = []  # the images this rank's model is actually run on
+    hook = model.register_forward_hook(lambda mod, inp, outp: seen.append(inp[0].detach().clone()))
+    res = predict.evaluate_segmentation_both(model, _dataset(13, 5, ignore=True), NUM_CLASSES, device="cpu",
                                            return_predictions=True)
-    torch.save({"mat": res["raw"].mat, "miou": res["raw"].miou(), "pred": res["pred"]}, out / f"eval_rank{rank}.pt")
+    hook.remove()
+    torch.save({"mat": res["raw"].mat, "miou": res["raw"].miou(), "pred": res["pred"], "shard": list(res["shard"]),
+                "pixels_scored": res["pixels_scored"], "seen": torch.cat(seen)}, out / f"eval_rank{rank}.pt")
     calls: list[str] = []
 
     def fn(item):
@@ -224,7 +229,7 @@ def test_two_ranks_resume_a_single_process_checkpoint(two_ranks, reference):
 
 
 def test_checkpoint_of_two_ranks_loads_in_a_single_process(two_ranks, reference, tmp_path):
-    from wsss_lib.checkpoint import load_checkpoint
+    from wsss_lib.core.checkpoint import load_checkpoint
 
     st = load_checkpoint(two_ranks / "ckpt_2rank.pt")
     assert st["step"] == STEPS and st["complete"]
@@ -249,14 +254,26 @@ def test_every_entry_point_trains_under_two_ranks(two_ranks):
 
 
 def test_distributed_miou_equals_single_process(two_ranks):
+    """Each rank scores a disjoint shard of the 13 images (its model sees only those), and the
+    summed confusion matrix is the single-process one: the mIoU is exact, not repeated work."""
     r0, r1 = (torch.load(two_ranks / f"eval_rank{r}.pt", weights_only=True) for r in (0, 1))
+    ds = _dataset(13, 5, ignore=True)
+    # disjoint, contiguous shards that cover the dataset
+    assert r0["shard"] == [0, 6] and r1["shard"] == [6, 13]
+    # the forward passes of each rank ran on exactly its shard's images, nothing else
+    images = ds.images.float() / 255.0
+    assert torch.equal(r0["seen"], images[0:6]) and torch.equal(r1["seen"], images[6:13])
     model = TinySegNet()
     model.load_state_dict(torch.load(two_ranks / "state_rank0.pt", weights_only=True)["state"])
-    single = train.evaluate_segmentation_both(model, _dataset(13, 5, ignore=True), NUM_CLASSES, device="cpu",
-                                              return_predictions=True)
+    single = predict.evaluate_segmentation_both(model, ds, NUM_CLASSES, device="cpu", return_predictions=True)
+    assert single["shard"] == (0, 13)
+    # each rank counted only its own pixels; the counts add up to the whole set's
+    assert 0 < r0["pixels_scored"] < single["pixels_scored"] and 0 < r1["pixels_scored"] < single["pixels_scored"]
+    assert r0["pixels_scored"] + r1["pixels_scored"] == single["pixels_scored"] == int(single["raw"].mat.sum())
+    # the per-rank matrices after the sum equal the single-process matrix, on every rank
     assert torch.equal(r0["mat"], single["raw"].mat) and torch.equal(r1["mat"], single["raw"].mat)
     assert r0["miou"] == single["raw"].miou()  # exact: summed integer counts
-    assert torch.equal(r0["pred"], single["pred"])  # gathered predictions in dataset order
+    assert torch.equal(r0["pred"], single["pred"]) and torch.equal(r1["pred"], single["pred"])  # dataset order
 
 
 def test_sharded_job_writes_every_item_once_and_resumes(two_ranks):
@@ -354,7 +371,7 @@ def test_run_sharded_explicit_ranks_batches_and_multi_outputs(tmp_path):
     for rank in (1, 0):  # e.g. two independent jobs (SLURM array tasks)
         S.run_sharded(range(7), fn, paths, rank=rank, world=2, progress=False, batch_size=2)
     assert sorted(sum(seen, [])) == list(range(7)) and max(map(len, seen)) == 2
-    from wsss_lib.imageio import read_label
+    from wsss_lib.core.io import read_label
 
     assert int(read_label(tmp_path / "png" / "6.png")[0, 0]) == 6
     assert json.loads((tmp_path / "meta" / "5.json").read_text()) == {"i": 5}
@@ -386,7 +403,7 @@ def _tiny_classifier():
 
 @pytest.mark.parametrize("use_crf", [False, True])
 def test_mask_job_two_shards(tmp_path, use_crf):
-    from wsss_lib.imageio import read_label
+    from wsss_lib.core.io import read_label
 
     ds = _dataset(5, 1)
     clf = _tiny_classifier()
@@ -412,8 +429,9 @@ def test_heatmaps_job(tmp_path):
 
 def test_flow_cache_shards(tmp_path):
     from wsss_lib.data.base import Sample
-    from wsss_lib.flow import FlowCache, FlowParams, compute_dataset_flow
-    from wsss_lib.imageio import write_image
+    from wsss_lib.engine.shard import FlowCache, compute_dataset_flow
+    from wsss_lib.ops.flow import FlowParams
+    from wsss_lib.core.io import write_image
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
@@ -431,7 +449,7 @@ def test_flow_cache_shards(tmp_path):
 
 
 def test_write_masks_is_atomic(tmp_path):
-    from wsss_lib.crf import write_masks
+    from wsss_lib.core.io import write_masks
 
     paths = write_masks(tmp_path, ["a", "b"], [np.ones((4, 4), bool), np.zeros((4, 4), np.uint8)])
     assert [p.name for p in paths] == ["a.png", "b.png"] and sorted(os.listdir(tmp_path)) == ["a.png", "b.png"]

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from wsss_lib.data.base import Sample
-from wsss_lib.errors import CorruptFileError, InvalidInputError
-from wsss_lib.flow import (FlowCache, FlowParams, camera_motion, compute_dataset_flow, compute_flow, encode_flow,
-                           flow_partners,
-                           raft_weights_path, resolve_method)
+from wsss_lib.core.errors import CorruptFileError, InvalidInputError
+from wsss_lib.engine.shard import FlowCache, compute_dataset_flow
+from wsss_lib.ops.flow import (FlowParams, camera_motion, compute_flow, encode_flow, flow_partners,
+                               raft_weights_path, resolve_method)
 
 
 def _textured(h=96, w=128, seed=0):
@@ -44,7 +44,7 @@ def test_flow_recovers_translation(method, shift):
 
 
 def test_translation_error_helper_matches():
-    from wsss_lib.flow import textured_pair, translation_error
+    from wsss_lib.ops.flow import textured_pair, translation_error
 
     a, b = textured_pair(1.0, 0.0)
     assert a.shape == (96, 128, 3) and a.dtype == np.uint8 and not np.array_equal(a, b)
@@ -150,7 +150,7 @@ def test_flow_partners_pairs_next_frame_and_last_with_previous():
 
 
 def test_dataset_flow_cache_roundtrip(tmp_path):
-    from wsss_lib.imageio import write_image
+    from wsss_lib.core.io import write_image
 
     frames = [_shifted_pair(2 * k, 0)[1] for k in range(3)]  # moves 2 px per frame
     samples = []

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_lib.errors import InvalidInputError
-from wsss_lib.heatmaps import (NORMALISATIONS, build_heatmap_classifier, class_heatmaps, heatmap_regions,
-                               label_to_regions, normalise_maps, raw_class_maps, regions_to_label,
-                               ubiquitous_classes)
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.ops.heatmaps import (NORMALISATIONS, class_heatmaps, heatmap_regions, label_to_regions, normalise_maps,
+                                   raw_class_maps, regions_to_label, ubiquitous_classes)
+from wsss_lib.models.classifier import build_heatmap_classifier
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsss_lib.errors import CorruptFileError, DatasetLayoutError, InvalidInputError
-from wsss_lib.imageio import read_image, read_label, write_image, write_label
+from wsss_lib.core.errors import CorruptFileError, DatasetLayoutError, InvalidInputError
+from wsss_lib.core.io import read_image, read_label, write_image, write_label
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "I;16", "LA"])

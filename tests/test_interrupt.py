@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from wsss_lib.checkpoint import load_checkpoint
+from wsss_lib.core.checkpoint import load_checkpoint
 
 SCRIPT = textwrap.dedent('''
     import sys, time, torch

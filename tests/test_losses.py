@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 
-from wsss_lib.errors import InvalidInputError
-from wsss_lib.losses import (cross_entropy, fgbg_prior_loss, fgbg_regions, pool_region, region_loss, upsample,
-                             upsample_adjoint,
-                             tags_only_loss)
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.ops.losses import (cross_entropy, fgbg_prior_loss, fgbg_regions, pool_region, region_loss, upsample,
+                                 upsample_adjoint, tags_only_loss)
 
 POOLINGS = ["mean", "max", "lse", "pixel"]
 

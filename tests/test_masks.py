@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_lib.errors import InvalidInputError
-from wsss_lib.masks import (calibrate, cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask,
-                            fuse_activations, normalize_maps, per_image_iou, refine_masks)
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.ops.masks import (calibrate, cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask,
+                                fuse_activations, normalize_maps, per_image_iou, refine_masks)
 from wsss_lib.models import SmallVGG, TagClassifier
 
 
@@ -154,7 +154,7 @@ def test_extract_masks_one_pass():
 
 def test_extract_variants_matches_single_extractions():
     torch.manual_seed(0)
-    from wsss_lib.masks import extract_variants
+    from wsss_lib.ops.masks import extract_variants
 
     clf = TagClassifier(SmallVGG(widths=(4, 4, 8, 8, 8), depths=(1, 1, 1, 1, 1)), 3).eval()
     imgs = torch.rand(3, 3, 32, 32)

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsss_lib.errors import InvalidInputError
-from wsss_lib.metrics import ConfusionMatrix, average_precision, mask_scores
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.core.metrics import ConfusionMatrix, average_precision, mask_scores
 
 
 def _iou_by_sets(t, p, n, ignore=255):

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from wsss_lib.errors import InvalidInputError
+from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.notebook import check_types, setup
 from wsss_lib.runner import run_notebooks
 
@@ -57,7 +57,7 @@ def test_one_output_folder_whatever_the_working_directory(tmp_path, monkeypatch)
     """A notebook opened in JupyterLab (kernel cwd: notebooks/) and `wsss run` (from anywhere)
     resolve the same default folder, <checkout>/runs/latest; WSSS_OUTPUT_DIR overrides both."""
     from wsss_lib.cli import main
-    from wsss_lib.results import default_output_dir
+    from wsss_lib.core.results import default_output_dir
 
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.delenv("WSSS_OUTPUT_DIR", raising=False)

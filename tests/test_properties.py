@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsss_lib.crf import CRFParams, crf_fgbg
-from wsss_lib.errors import InvalidInputError
-from wsss_lib.heatmaps import normalise_maps
-from wsss_lib.masks import fuse_activations
+from wsss_lib.ops.crf import CRFParams, crf_fgbg
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.ops.heatmaps import normalise_maps
+from wsss_lib.ops.masks import fuse_activations
 
 FAST = CRFParams(iterations=3)
 

@@ -14,7 +14,7 @@ from wsss_lib.data.registry import default_data_root, fill_tags, load_dataset, l
 from wsss_lib.data.toy_streets import frame_pairs
 from wsss_lib.data.voc import load_voc, read_sbd_mat
 from wsss_lib.data.youtube_objects import load_youtube_objects
-from wsss_lib.errors import CorruptFileError, DatasetLayoutError, UnsafePathError
+from wsss_lib.core.errors import CorruptFileError, DatasetLayoutError, UnsafePathError
 
 
 # ------------------------------------------------------------------------------------------ VOC

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from wsss_lib.errors import InvalidInputError, WsssError
+from wsss_lib.core.errors import InvalidInputError, WsssError
 from wsss_lib.runner import discover_notebooks, parse_value, run_notebooks
 
 
@@ -23,7 +23,7 @@ def _nb(path: Path, body: str) -> None:
     nbformat.write(nb, path)
 
 
-RECORD = ("from wsss_lib.results import record\n"
+RECORD = ("from wsss_lib.core.results import record\n"
           "record('{name}', {{'x': x, 'quick': quick, 'seed': seed}}, output_dir)\n")
 
 

@@ -14,7 +14,7 @@ from wsss_lib.data.toy_objects import (CLASSES, color_baseline, dataset_statisti
                                        generate_image, load_toy_objects, read_objects_json, toy_objects_manifest)
 from wsss_lib.data.toy_streets import (BACKGROUND, MOVING, ensure_toy_streets, frame_pairs, generate_clip,
                                        load_toy_streets, read_clips_json)
-from wsss_lib.errors import DatasetLayoutError, InvalidInputError
+from wsss_lib.core.errors import DatasetLayoutError, InvalidInputError
 
 OBJ_KW = dict(n_train=48, n_val=16, n_test=8, seed=3)
 STREET_KW = dict(n_train=4, n_val=2, n_test=1, seed=5)

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_lib.checkpoint import load_checkpoint
+from wsss_lib.core.checkpoint import load_checkpoint
 from wsss_lib.data.base import DatasetInfo
-from wsss_lib.errors import InvalidInputError, WsssError
+from wsss_lib.core.errors import InvalidInputError, WsssError
 from wsss_lib.models import SegNet, SmallVGG, TagClassifier
-from wsss_lib.train import (InMemoryDataset, batch_indices, batch_stream, evaluate_classifier, evaluate_segmentation,
-                            evaluate_segmentation_both, fit, predict_segmentation, train_classifier,
-                            train_segmentation)
+from wsss_lib.engine.train import InMemoryDataset, batch_indices, batch_stream, fit, train_classifier
+from wsss_lib.engine.predict import (evaluate_classifier, evaluate_segmentation, evaluate_segmentation_both,
+                                     predict_segmentation)
+from wsss_lib.papers.segmentation import train_segmentation
 
 TINY = dict(widths=(4, 6, 8, 8, 8), depths=(1, 1, 1, 1, 1))
 

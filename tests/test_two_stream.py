@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss_lib.errors import InvalidInputError
+from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.models import SegNet, SmallVGG, TagClassifier
 from wsss_lib.models.two_stream import TwoStreamNet, run_stages
 

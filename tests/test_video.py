@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from wsss_lib.data.base import DatasetInfo
-from wsss_lib.errors import InvalidInputError
-from wsss_lib.heatmaps import build_heatmap_classifier
-from wsss_lib.losses import region_loss
-from wsss_lib.metrics import ConfusionMatrix
-from wsss_lib.train import InMemoryDataset
-from wsss_lib.video import (KINDS, binary_auc, build_video_model, compute_fgbg_masks, compute_regions,
-                            evaluate_predictions, evaluate_video, fg_binary_labels, hflip_video_batch,
-                            load_video_data, motion_statistics, predict_video, pseudo_label_scores,
-                            single_bg_label_map, train_video_model, video_loss_step, video_scores)
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.models.classifier import build_heatmap_classifier
+from wsss_lib.ops.losses import region_loss
+from wsss_lib.core.metrics import ConfusionMatrix
+from wsss_lib.engine.train import InMemoryDataset
+from wsss_lib.papers.video import (KINDS, binary_auc, build_video_model, compute_fgbg_masks, compute_regions,
+                                   evaluate_predictions, evaluate_video, fg_binary_labels, hflip_video_batch,
+                                   load_video_data, motion_statistics, predict_video, pseudo_label_scores,
+                                   single_bg_label_map, train_video_model, video_loss_step, video_scores)
 
 SMALL = dict(widths=[4, 8, 8, 8, 8], depths=[1, 1, 1, 1, 1], head="linear", head_width=8, head_dilation=1,
              motion_widths=[4, 4, 4, 4, 4])
@@ -27,7 +27,8 @@ SMALL = dict(widths=[4, 8, 8, 8, 8], depths=[1, 1, 1, 1, 1], head="linear", head
 def tiny(tmp_path_factory):
     """A 48x64 ToyStreets (2 train clips, 1 val, 1 test, 3 frames each) with cached flow."""
     from wsss_lib.data.toy_streets import ensure_toy_streets, load_toy_streets
-    from wsss_lib.flow import FlowCache, FlowParams, compute_dataset_flow
+    from wsss_lib.engine.shard import FlowCache, compute_dataset_flow
+    from wsss_lib.ops.flow import FlowParams
 
     root = tmp_path_factory.mktemp("streets")
     ensure_toy_streets(root / "toy", size=(48, 64), frames=3, n_train=2, n_val=1, n_test=1, workers=1)
@@ -116,7 +117,7 @@ def test_flow_settings_key_only_the_two_stream_checkpoint():
     """Changing how flow is made retrains the two-stream model (its checkpoint config carries the
     flow settings) but not the flow-free models or the classifier."""
     from wsss_lib.data.toy_streets import toy_streets_info
-    from wsss_lib.pipeline_streets import _data_id
+    from wsss_lib.papers.paper2 import _data_id
 
     streets = {"info": toy_streets_info(), "samples": {"train": [0, 1]},
                "flow_config": {"method": "farneback", "subtract": "median"}}

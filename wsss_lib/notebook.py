@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import InvalidInputError
-from .results import output_dir as _output_dir
-from .results import record as _record
-from .runtime import seed_everything, select_device
+from .core.errors import InvalidInputError
+from .core.results import output_dir as _output_dir, record as _record
+from .core.runtime import seed_everything, select_device
+from .data.registry import default_data_root
+from .viz import save_figure
 
 _TYPES = {"quick": bool, "seed": int, "device": str, "dataset": str, "data_root": (str, type(None)),
           "output_dir": (str, type(None))}
@@ -46,8 +47,6 @@ class NotebookContext:
 
     def save(self, fig, name: str) -> Path:
         """Save a matplotlib Figure as ``figures/<notebook>_<name>.png``."""
-        from .viz import save_figure
-
         p = save_figure(fig, self.figures / f"{self.name}_{name}.png")
         print(f"[wsss] figure -> {p}")
         return p
@@ -77,7 +76,6 @@ def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto"
           data_root: str | None = None, output_dir: str | None = None) -> NotebookContext:
     """Validate parameters, seed, select the device, create output folders; print a summary."""
     check_types(quick=quick, seed=seed, device=device, dataset=dataset, data_root=data_root, output_dir=output_dir)
-    from .data.registry import default_data_root
 
     seed_everything(seed)
     dev = select_device(device)

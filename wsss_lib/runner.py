@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_bytes
-from .errors import InvalidInputError, WsssError
-from .results import load_metrics, results_markdown
+from .core.io import atomic_write_bytes
+from .core.errors import InvalidInputError, WsssError
+from .core.results import load_metrics, results_markdown
 
 NOTEBOOK_RE = re.compile(r"^\d\d_.+\.ipynb$")
 
@@ -105,8 +106,8 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 def _write_html(executed: Path, html_dir: Path) -> None:
-    from nbconvert import HTMLExporter
-    import nbformat
+    from nbconvert import HTMLExporter  # lazy: notebook tooling, only when notebooks are executed
+    import nbformat  # lazy: notebook tooling, only when notebooks are executed
 
     nb = nbformat.read(executed, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
@@ -128,10 +129,9 @@ def run_notebooks(out_dir: str | os.PathLike, *, notebooks_dir: str | os.PathLik
 
     Raises :class:`WsssError` for an unwritable output folder or one that is the notebooks folder.
     """
-    import papermill as pm
-    from tqdm.auto import tqdm
+    import papermill as pm  # lazy: notebook tooling, only when notebooks are executed
 
-    from . import nbexec  # importing it registers the "wsss" papermill engine
+    from . import nbexec  # lazy: papermill/nbclient, only when notebooks are executed; registers the "wsss" engine
 
     nb_dir = Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()
     nbs = discover_notebooks(nb_dir, only)
@@ -208,7 +208,7 @@ def write_index(out: Path, status: dict[str, dict]) -> Path:
     """``<out>/index.html``: one section per notebook (status, time, links to its executed copy and
     HTML rendering, thumbnails of its figures), plus links to ``results.md`` / ``results.json``.
     Paths are relative, so the folder can be moved or served as it is."""
-    from html import escape
+    from html import escape  # lazy: only the gallery needs it
 
     parts = ["<!doctype html><meta charset='utf-8'><title>wsss run</title>",
              "<style>body{font-family:sans-serif;max-width:70em;margin:auto}img{max-height:12em;margin:.2em;"

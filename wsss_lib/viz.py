@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import cv2
 
-IGNORE_INDEX = 255
-
+from .core.io import voc_palette
 
 def use_headless_backend_if_needed() -> None:
     """Switch matplotlib to Agg when there is no display and no notebook backend was chosen."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy and only needed when drawing
 
     if os.environ.get("MPLBACKEND"):
         return
@@ -22,28 +22,12 @@ def use_headless_backend_if_needed() -> None:
 
 def _in_notebook() -> bool:
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # lazy: IPython is present only inside a kernel
 
         ip = get_ipython()
         return ip is not None and "IPKernelApp" in ip.config
     except Exception:
         return False
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map: ``uint8 (n, 3)``; index 255 (ignore) is white-ish cream."""
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    if n > IGNORE_INDEX:
-        pal[IGNORE_INDEX] = (224, 224, 192)
-    return pal
 
 
 def colorize(label: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
@@ -60,7 +44,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, cmap: str =
     ``mask`` float ``(H, W)`` in [0, 1] is drawn with ``cmap``; an integer ``(H, W)`` map is drawn
     with the palette. Returns uint8 ``(H, W, 3)``.
     """
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy and only needed when drawing
 
     image = np.asarray(image)
     mask = np.asarray(mask)
@@ -75,7 +59,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, cmap: str =
 def show_grid(images: list[np.ndarray], titles: list[str] | None = None, ncols: int = 4,
               size: float = 2.6, cmap: str | None = None, suptitle: str | None = None):
     """Plot a grid of images / maps; returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is heavy and only needed when drawing
 
     n = len(images)
     ncols = max(1, min(ncols, n))
@@ -105,8 +89,6 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 def flow_to_color(flow: np.ndarray, max_mag: float | None = None) -> np.ndarray:
     """Optical flow ``(H, W, 2)`` (dx, dy in pixels) -> RGB ``uint8 (H, W, 3)`` (HSV colour wheel)."""
-    import cv2
-
     flow = np.asarray(flow, dtype=np.float32)
     mag, ang = cv2.cartToPolar(flow[..., 0], flow[..., 1])
     m = float(max_mag) if max_mag else float(np.percentile(mag, 99) + 1e-6)

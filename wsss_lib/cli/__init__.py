@@ -2,7 +2,7 @@
 
 Subcommands live in small modules, each exposing ``register(subparsers)``; a subcommand's
 handler takes the parsed ``argparse.Namespace`` and returns an exit code. User errors
-(:class:`~wsss_lib.errors.WsssError`, bad paths, unwritable folders) are printed as one line on
+(:class:`~wsss_lib.core.errors.WsssError`, bad paths, unwritable folders) are printed as one line on
 stderr with a non-zero exit; ``--debug`` shows the traceback.
 """
 
@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import WsssError
+from ..core.errors import WsssError
 
 # modules under wsss_lib.cli that register subcommands (missing ones are skipped)
 COMMAND_MODULES = ("run", "data", "paper1", "paper2", "bench")

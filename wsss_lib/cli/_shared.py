@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes
+from ..core.io import atomic_write_bytes, to_jsonable
 
 
 def add_pipeline_args(p, dataset: str, out: str, resume: bool = False) -> None:
@@ -25,9 +25,7 @@ def add_pipeline_args(p, dataset: str, out: str, resume: bool = False) -> None:
 
 def write_metrics(out_dir, name: str, metrics: dict) -> int:
     """Write ``<out_dir>/<name>.json`` atomically, print its path, return exit code 0."""
-    from ..results import _plain
-
     path = Path(out_dir) / f"{name}.json"
-    atomic_write_bytes(path, json.dumps(_plain(metrics), indent=2, sort_keys=True).encode())
+    atomic_write_bytes(path, json.dumps(to_jsonable(metrics), indent=2, sort_keys=True).encode())
     print(path)
     return 0

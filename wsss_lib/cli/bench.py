@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import WsssError
+from ..core.errors import WsssError
 
 
 def register(sub) -> None:

@@ -25,19 +25,19 @@ def register(sub) -> None:
 
 
 def _toy(args) -> int:
-    from ..config import preset
-    from ..data.registry import default_data_root
+    from ..core.config import preset  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..data.registry import default_data_root  # lazy: `wsss --help` and other commands do not load every pipeline
 
     over = {"seed": args.seed} if args.seed is not None else {}
     if args.kind == "toy-objects":
-        from ..data.toy_objects import ensure_toy_objects
+        from ..data.toy_objects import ensure_toy_objects  # lazy: `wsss --help` and other commands do not load every pipeline
 
         if args.n is not None:
             over["n_train"] = args.n
         root = Path(args.out) if args.out else default_data_root() / "toy" / "objects"
         ensure_toy_objects(root, **preset("toy_objects", **over))
     else:
-        from ..data.toy_streets import ensure_toy_streets
+        from ..data.toy_streets import ensure_toy_streets  # lazy: `wsss --help` and other commands do not load every pipeline
 
         if args.n is not None:
             over["n_train"] = args.n
@@ -48,7 +48,7 @@ def _toy(args) -> int:
 
 
 def _check(args) -> int:
-    from ..data.registry import default_data_root, load_dataset
+    from ..data.registry import default_data_root, load_dataset  # lazy: `wsss --help` and other commands do not load every pipeline
 
     root = args.root or default_data_root()
     info, samples = load_dataset(args.dataset, root, args.split)

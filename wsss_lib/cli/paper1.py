@@ -37,7 +37,7 @@ def register(sub) -> None:
 
 
 def _ctx(args):
-    from ..pipeline_objects import make_context
+    from ..papers.common import make_context  # lazy: `wsss --help` and other commands do not load every pipeline
 
     return make_context(args.data_root, args.out, args.device, args.quick, args.seed, args.dataset)
 
@@ -47,14 +47,14 @@ def _write(ctx, name: str, metrics: dict) -> int:
 
 
 def _classifier(ctx, args):
-    from ..pipeline_objects import get_tag_classifier
+    from ..papers.paper1 import get_tag_classifier  # lazy: `wsss --help` and other commands do not load every pipeline
 
     return get_tag_classifier(ctx, retrain=not args.resume, resume=args.resume, progress=args.progress)
 
 
 def _classifier_metrics(ctx, clf) -> dict:
-    from ..pipeline_objects import load_split
-    from ..train import evaluate_classifier
+    from ..papers.paper1 import load_split  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..engine.predict import evaluate_classifier  # lazy: `wsss --help` and other commands do not load every pipeline
 
     out = {}
     for split in ("val", "test"):
@@ -73,7 +73,7 @@ def cmd_train_classifier(args) -> int:
 
 
 def cmd_masks(args) -> int:
-    from ..pipeline_objects import mask_pipeline
+    from ..papers.paper1 import mask_pipeline  # lazy: `wsss --help` and other commands do not load every pipeline
 
     ctx = _ctx(args)
     clf, _ = _classifier(ctx, args)
@@ -83,7 +83,7 @@ def cmd_masks(args) -> int:
 
 
 def cmd_train_seg(args) -> int:
-    from ..pipeline_objects import evaluate_segnet, seg_run
+    from ..papers.paper1 import evaluate_segnet, seg_run  # lazy: `wsss --help` and other commands do not load every pipeline
 
     ctx = _ctx(args)
     clf, _ = _classifier(ctx, args)
@@ -97,7 +97,7 @@ def cmd_train_seg(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ..pipeline_objects import evaluate_segnet, load_trained_segnets, mask_pipeline
+    from ..papers.paper1 import evaluate_segnet, load_trained_segnets, mask_pipeline  # lazy: `wsss --help` and other commands do not load every pipeline
 
     ctx = _ctx(args)
     clf, _ = _classifier(ctx, args)

@@ -48,9 +48,9 @@ def register(sub) -> None:
 
 
 def _ctx(args, name: str):
-    from ..pipeline_streets import make_context
+    from ..papers.common import make_context  # lazy: `wsss --help` and other commands do not load every pipeline
 
-    return make_context(name, quick=args.quick, seed=args.seed, device=args.device, dataset=args.dataset,
+    return make_context(name=name, quick=args.quick, seed=args.seed, device=args.device, dataset=args.dataset,
                         data_root=args.data_root, out=args.out)
 
 
@@ -63,9 +63,9 @@ def _write(ctx, name: str, metrics: dict) -> int:
 
 
 def cmd_flow(args) -> int:
-    from ..data.registry import load_dataset
-    from ..flow import compute_dataset_flow
-    from ..pipeline_streets import flow_cache
+    from ..data.registry import load_dataset  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..engine.shard import compute_dataset_flow  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..papers.paper2 import flow_cache  # lazy: `wsss --help` and other commands do not load every pipeline
 
     ctx = _ctx(args, "flow")
     cache = flow_cache(ctx, **({"method": args.method} if args.method else {}))
@@ -80,7 +80,7 @@ def cmd_flow(args) -> int:
 
 
 def cmd_heatmaps(args) -> int:
-    from ..pipeline_streets import get_classifier, get_regions, load_streets
+    from ..papers.paper2 import get_classifier, get_regions, load_streets  # lazy: `wsss --help` and other commands do not load every pipeline
 
     ctx = _ctx(args, "heatmaps")
     streets = load_streets(ctx, progress=args.progress)
@@ -98,7 +98,7 @@ def cmd_heatmaps(args) -> int:
 
 
 def cmd_train_video(args) -> int:
-    from ..pipeline_streets import run_video_experiment
+    from ..papers.paper2 import run_video_experiment  # lazy: `wsss --help` and other commands do not load every pipeline
 
     ctx = _ctx(args, "train-video")
     over = {"steps": args.steps} if args.steps else {}
@@ -110,8 +110,8 @@ def cmd_train_video(args) -> int:
 
 
 def cmd_evaluate_video(args) -> int:
-    from ..errors import WsssError
-    from ..pipeline_streets import evaluate_model, load_streets, load_video_checkpoints
+    from ..core.errors import WsssError  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..papers.paper2 import evaluate_model, load_streets, load_video_checkpoints  # lazy: `wsss --help` and other commands do not load every pipeline
 
     ctx = _ctx(args, "evaluate-video")
     streets = load_streets(ctx, splits=("train", args.split), progress=args.progress)

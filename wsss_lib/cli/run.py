@@ -27,8 +27,8 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from ..results import default_output_dir
-    from ..runner import parse_value, run_notebooks
+    from ..core.results import default_output_dir  # lazy: `wsss --help` and other commands load little
+    from ..runner import parse_value, run_notebooks  # lazy: `wsss --help` and other commands do not load every pipeline
 
     out = args.out or default_output_dir()
     params = {k: parse_value(v) for k, v in args.param}

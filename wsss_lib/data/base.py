@@ -26,10 +26,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import CorruptFileError, InvalidInputError, UnsafePathError
-from ..imageio import read_image, read_label
+from ..core.errors import CorruptFileError, InvalidInputError, UnsafePathError
+from ..core.io import IGNORE_INDEX, read_image, read_label, to_uint8_image  # noqa: F401 (to_uint8_image: re-exported)
 
-IGNORE_INDEX = 255
 
 
 @dataclass
@@ -210,11 +209,3 @@ class SegmentationDataset(torch.utils.data.Dataset):
         s = self.samples[index]
         return {"image": image, "label": label, "tags": t, "index": index, "id": s.id,
                 "clip": s.clip, "frame": s.frame}
-
-
-def to_uint8_image(image: torch.Tensor) -> np.ndarray:
-    """``float (3, H, W)`` in [0, 1] -> ``uint8 (H, W, 3)`` C-contiguous (for CRFs and plots)."""
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise InvalidInputError(f"expected (3, H, W), got {tuple(image.shape)}")
-    arr = (image.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return np.ascontiguousarray(arr)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetInfo, Sample
-from .voc import dataset_layout_error
+from ..core.errors import dataset_layout_error
 
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian",
                   "bicyclist"]

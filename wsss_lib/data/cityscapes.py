@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetInfo, Sample
-from .voc import dataset_layout_error
+from ..core.errors import dataset_layout_error
 
 CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
                       "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
@@ -64,7 +64,7 @@ def cityscapes_info() -> DatasetInfo:
 def load_cityscapes(root: str | os.PathLike, split: str = "train") -> tuple[DatasetInfo, list[Sample]]:
     """Index ``split`` (train/val/test) of a Cityscapes root: ``(info, samples)`` sorted by city/seq/frame.
 
-    Raises one :class:`~wsss_lib.errors.DatasetLayoutError` (expected tree + download URL) when the
+    Raises one :class:`~wsss_lib.core.errors.DatasetLayoutError` (expected tree + download URL) when the
     folders are missing or a listed image has no ``gtFine`` label (train/val).
     """
     root = Path(root).expanduser()

@@ -22,8 +22,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
+from ..core.io import read_label
 from .base import DatasetInfo, Sample, tags_from_label
+from .camvid import load_camvid
+from .cityscapes import load_cityscapes
+from .toy_objects import ensure_toy_objects, load_toy_objects
+from .toy_streets import ensure_toy_streets, load_toy_streets
+from .voc import load_voc
+from .youtube_objects import load_youtube_objects
 
 DATASETS = ("toy_objects", "toy_streets", "voc", "voc_aug", "cityscapes", "camvid", "youtube_objects")
 DEFAULT_SUBDIR = {"toy_objects": "toy/objects", "toy_streets": "toy/streets", "voc": "voc", "voc_aug": "voc",
@@ -42,9 +49,7 @@ def default_data_root() -> Path:
     env = os.environ.get("WSSS_DATA_ROOT")
     if env:
         return Path(env).expanduser()
-    import wsss_lib
-
-    repo_data = Path(wsss_lib.__file__).resolve().parents[1] / "data"
+    repo_data = Path(__file__).resolve().parents[2] / "data"  # <checkout>/wsss_lib/data/registry.py
     if repo_data.is_dir():
         return repo_data
     return Path.home() / ".cache" / "wsss" / "data"
@@ -78,44 +83,31 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     Toy datasets are generated when missing: with ``kwargs`` (generator parameters, e.g.
     ``n_train=200``) they are (re)generated to match; without, an existing generated folder is
     used as it is. Real-dataset ``kwargs`` go to the loader (``sbd_root``, ``cache_dir``...).
-    Problems with the files raise :class:`~wsss_lib.errors.DatasetLayoutError`.
+    Problems with the files raise :class:`~wsss_lib.core.errors.DatasetLayoutError`.
     """
     path = resolve_root(name, root)
     if name == "toy_objects":
-        from .toy_objects import ensure_toy_objects, load_toy_objects
-
         if kwargs or not (path / "manifest.json").is_file():
             ensure_toy_objects(path, **kwargs)
         return load_toy_objects(path, split)
     if name == "toy_streets":
-        from .toy_streets import ensure_toy_streets, load_toy_streets
-
         if kwargs or not (path / "manifest.json").is_file():
             ensure_toy_streets(path, **kwargs)
         return load_toy_streets(path, split)
     if name in ("voc", "voc_aug"):
-        from .voc import load_voc
-
         if name == "voc_aug" and split == "train":
             split = "train_aug"
         return load_voc(path, split, **kwargs)
     if name == "cityscapes":
-        from .cityscapes import load_cityscapes
-
         return load_cityscapes(path, split, **kwargs)
     if name == "camvid":
-        from .camvid import load_camvid
-
         return load_camvid(path, split, **kwargs)
-    from .youtube_objects import load_youtube_objects
 
     return load_youtube_objects(path, split, **kwargs)
 
 
 def load_label(info: DatasetInfo, sample: Sample) -> np.ndarray | None:
     """A sample's label map as class indices ``int64 (H, W)`` (``info.label_map`` applied), or None."""
-    from ..imageio import read_label
-
     if sample.label is None:
         return None
     lab = read_label(sample.label)

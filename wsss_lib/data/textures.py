@@ -27,7 +27,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..errors import DatasetLayoutError, InvalidInputError
+from ..core.errors import DatasetLayoutError, InvalidInputError
 
 __all__ = [
     "rng_for", "random_colors", "hsv_to_rgb", "smooth_noise", "rotated_coords", "texture_pattern",
@@ -301,7 +301,7 @@ def ensure_generated(root: str | os.PathLike, manifest: dict, generate: Callable
     lock_path = root.parent / f".{root.name}.lock"
     with open(lock_path, "a+") as lock:
         try:
-            import fcntl
+            import fcntl  # lazy: POSIX-only module
 
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         except ImportError:  # pragma: no cover - non-POSIX

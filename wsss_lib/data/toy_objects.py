@@ -44,18 +44,20 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..imageio import read_image, read_label, write_image, write_label
+from ..core.config import PRESETS
+from ..core.errors import InvalidInputError, dataset_layout_error
+from ..core.io import read_image, read_label, voc_palette, write_image, write_label
+from ..core.parallel import num_threads_hint, run_pool
 from .base import DatasetInfo, Sample, read_tags_json, tags_from_label
-from .textures import (blend, ensure_generated, fill_polygons, place_polygons, random_colors, rng_for,
-                       shading, shape_polygons, smooth_noise, texture_pattern)
+from .textures import (blend, ensure_generated, fill_polygons, place_polygons, random_colors, rng_for, shading,
+                       shape_polygons, smooth_noise, texture_pattern)
 from .voc import voc_layout_index
 
 GENERATOR_VERSION = 1
 CLASSES = ["background", "disc", "box", "triangle", "ring", "star", "cross"]
 CLASS_TEXTURE = {"disc": "stripes", "box": "checker", "triangle": "dots", "ring": "plain", "star": "waves",
                  "cross": "camo"}
-DEFAULT_SPLITS = {"train": 1200, "val": 200, "test": 200}
+_DEF = PRESETS["toy_objects"]["default"]  # sizes and seed: the one place they live
 
 TOY_OBJECTS_TREE = """<root>/
     JPEGImages/{id}.jpg
@@ -67,12 +69,10 @@ TOY_OBJECTS_SOURCE = "generated locally: wsss_lib.data.toy_objects.ensure_toy_ob
 
 def toy_objects_info() -> DatasetInfo:
     """ToyObjects label space: 7 classes, background = 0, VOC palette."""
-    from ..viz import voc_palette
-
     return DatasetInfo(name="toy_objects", classes=list(CLASSES), background=[0], palette=voc_palette())
 
 
-def _params(size=96, n_train=1200, n_val=200, n_test=200, seed=0, min_area=0.02, max_area=0.4,
+def _params(size=_DEF["size"], n_train=_DEF["n_train"], n_val=_DEF["n_val"], n_test=_DEF["n_test"], seed=_DEF["seed"], min_area=0.02, max_area=0.4,
             object_probs=(0.4, 0.35, 0.25), dup_prob=0.15, boundary=1, jpeg_quality=92) -> dict:
     if isinstance(size, (int, np.integer)):
         size = (int(size), int(size))
@@ -236,27 +236,6 @@ def _work(args: tuple[str, str, int, dict]) -> tuple[str, list[str], list[dict]]
     return sid, tags, objects
 
 
-def _run_pool(fn, tasks: list, workers: int) -> list:
-    """``[fn(t) for t in tasks]``, on ``workers`` forked processes when worthwhile (order kept).
-
-    OpenCV's thread pool does not survive ``fork`` (children deadlock when the parent has used a
-    parallel cv2 call), so the parent's pool is shut down (``cv2.setNumThreads(1)``) while the
-    workers are forked and restored afterwards. Without ``fork`` (Windows/macOS spawn) work runs
-    in this process: spawning would re-import torch in every worker, which costs more than it saves.
-    """
-    import multiprocessing as mp
-
-    if workers <= 1 or len(tasks) < 16 or "fork" not in mp.get_all_start_methods():
-        return [fn(t) for t in tasks]
-    n_cv = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with mp.get_context("fork").Pool(workers) as pool:
-            return list(pool.imap(fn, tasks, chunksize=max(1, len(tasks) // (workers * 8))))
-    finally:
-        cv2.setNumThreads(n_cv)
-
-
 def write_toy_objects(root: str | os.PathLike, params: dict, workers: int = 2) -> None:
     """Generate every split of ToyObjects into ``root`` (no manifest; see :func:`ensure_toy_objects`)."""
     root = Path(root)
@@ -265,7 +244,7 @@ def write_toy_objects(root: str | os.PathLike, params: dict, workers: int = 2) -
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True, exist_ok=True)
     tasks = [(str(root), split, i, params) for split, n in params["splits"].items() for i in range(n)]
-    results = _run_pool(_work, tasks, workers)
+    results = run_pool(_work, tasks, workers, min_tasks=16, start_method="fork", in_process_without_fork=True)
     tags, objects = {}, {}
     for sid, t, o in results:
         tags[sid], objects[sid] = t, o
@@ -296,8 +275,9 @@ def toy_objects_manifest(**params) -> dict:
     return {"generator": "toy_objects", "version": GENERATOR_VERSION, "params": _params(**params)}
 
 
-def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: int | Sequence[int] = 96,
-                       n_train: int = 1200, n_val: int = 200, n_test: int = 200, seed: int = 0,
+def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: int | Sequence[int] = _DEF["size"],
+                       n_train: int = _DEF["n_train"], n_val: int = _DEF["n_val"], n_test: int = _DEF["n_test"],
+                       seed: int = _DEF["seed"],
                        min_area: float = 0.02, max_area: float = 0.4,
                        object_probs: Sequence[float] = (0.4, 0.35, 0.25), dup_prob: float = 0.15,
                        boundary: int = 1, jpeg_quality: int = 92, workers: int | None = None) -> Path:
@@ -313,8 +293,6 @@ def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: in
     manifest = toy_objects_manifest(**kw)
     p = manifest["params"]
     if workers is None:
-        from ..runtime import num_threads_hint
-
         workers = min(2, num_threads_hint())
     return ensure_generated(root, manifest, lambda tmp: write_toy_objects(tmp, p, workers),
                             lambda r: _files_ok(r, p))
@@ -323,8 +301,6 @@ def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: in
 def load_toy_objects(root: str | os.PathLike = "data/toy/objects", split: str = "train") -> tuple[DatasetInfo, list[Sample]]:
     """Index one split of an on-disk ToyObjects folder: ``(info, samples)`` with ``Sample.tags`` filled
     from ``tags.json`` (class indices, background included when visible)."""
-    from .voc import dataset_layout_error
-
     root = Path(root)
     info = toy_objects_info()
     if not (root / "tags.json").is_file():

@@ -54,12 +54,15 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..imageio import write_image, write_label
+from ..core.config import PRESETS
+from ..core.errors import InvalidInputError, dataset_layout_error
+from ..core.io import write_image, write_label
+from ..core.parallel import num_threads_hint, run_pool
 from .base import DatasetInfo, Sample, read_list_file, read_tags_json, safe_join, tags_from_label
-from .textures import (blend, ensure_generated, random_colors, rng_for, smooth_noise, texture_pattern)
+from .textures import blend, ensure_generated, hsv_to_rgb, random_colors, rng_for, smooth_noise, texture_pattern
 
 GENERATOR_VERSION = 2
+_DEF = PRESETS["toy_streets"]["default"]  # sizes and seed: the one place they live
 CLASSES = ["sky", "building", "vegetation", "road", "sidewalk", "car", "person", "bicycle"]
 BACKGROUND = [0, 1, 2, 3, 4]
 MOVING = [5, 6, 7]
@@ -86,8 +89,6 @@ def toy_streets_info() -> DatasetInfo:
 
 # ------------------------------------------------------------------------------------------ colours
 def _hsv(rng, h, s, v, n=1) -> np.ndarray:
-    from .textures import hsv_to_rgb
-
     return hsv_to_rgb(np.stack([rng.uniform(*h, n), rng.uniform(*s, n), rng.uniform(*v, n)], -1))
 
 
@@ -435,7 +436,8 @@ def generate_clip(seed: int, split: str, index: int, frames: int = 8, size: Sequ
 
 
 # ------------------------------------------------------------------------------------------ disk
-def _params(size=(96, 128), frames=8, n_train=60, n_val=10, n_test=10, seed=0, jpeg_quality=92) -> dict:
+def _params(size=(_DEF["height"], _DEF["width"]), frames=_DEF["frames"], n_train=_DEF["n_train"], n_val=_DEF["n_val"],
+            n_test=_DEF["n_test"], seed=_DEF["seed"], jpeg_quality=92) -> dict:
     if isinstance(size, (int, np.integer)):
         raise InvalidInputError("ToyStreets size must be (H, W)")
     size = [int(size[0]), int(size[1])]
@@ -464,13 +466,12 @@ def _work(args) -> tuple[str, dict, dict]:
 
 def write_toy_streets(root: str | os.PathLike, params: dict, workers: int = 2) -> None:
     """Generate every split of ToyStreets into ``root`` (no manifest; see :func:`ensure_toy_streets`)."""
-    from .toy_objects import _run_pool
 
     root = Path(root)
     (root / "ImageSets").mkdir(parents=True, exist_ok=True)
     tasks = [(str(root), split, i, params) for split, n in params["splits"].items() for i in range(n)]
     tags, clips = {}, {}
-    for clip, t, meta in _run_pool(_work, tasks, workers if len(tasks) >= 4 else 1):
+    for clip, t, meta in run_pool(_work, tasks, workers if len(tasks) >= 4 else 1, min_tasks=16, start_method="fork", in_process_without_fork=True):
         tags.update(t)
         clips[clip] = meta
     for split, n in params["splits"].items():
@@ -500,8 +501,10 @@ def toy_streets_manifest(**params) -> dict:
     return {"generator": "toy_streets", "version": GENERATOR_VERSION, "params": _params(**params)}
 
 
-def ensure_toy_streets(root: str | os.PathLike = "data/toy/streets", *, size: Sequence[int] = (96, 128),
-                       frames: int = 8, n_train: int = 60, n_val: int = 10, n_test: int = 10, seed: int = 0,
+def ensure_toy_streets(root: str | os.PathLike = "data/toy/streets", *,
+                       size: Sequence[int] = (_DEF["height"], _DEF["width"]), frames: int = _DEF["frames"],
+                       n_train: int = _DEF["n_train"], n_val: int = _DEF["n_val"], n_test: int = _DEF["n_test"],
+                       seed: int = _DEF["seed"],
                        jpeg_quality: int = 92, workers: int | None = None, height: int | None = None,
                        width: int | None = None) -> Path:
     """Generate ToyStreets under ``root`` unless an identical one (same manifest, all files) is there.
@@ -514,8 +517,6 @@ def ensure_toy_streets(root: str | os.PathLike = "data/toy/streets", *, size: Se
                                     jpeg_quality=jpeg_quality)
     p = manifest["params"]
     if workers is None:
-        from ..runtime import num_threads_hint
-
         workers = min(2, num_threads_hint())
     return ensure_generated(root, manifest, lambda tmp: write_toy_streets(tmp, p, workers), lambda r: _files_ok(r, p))
 
@@ -523,8 +524,6 @@ def ensure_toy_streets(root: str | os.PathLike = "data/toy/streets", *, size: Se
 def load_toy_streets(root: str | os.PathLike = "data/toy/streets", split: str = "train") -> tuple[DatasetInfo, list[Sample]]:
     """Index one split: ``(info, samples)`` ordered by clip then frame, with ``Sample.clip``,
     ``Sample.frame`` and ``Sample.tags`` (per-frame, background classes included) filled."""
-    from .voc import dataset_layout_error
-
     root = Path(root)
     info = toy_streets_info()
     if not root.is_dir() or not (root / "tags.json").is_file():

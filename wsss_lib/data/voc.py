@@ -32,7 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import CorruptFileError, DatasetLayoutError, InvalidInputError
+from ..core.errors import CorruptFileError, DatasetLayoutError, InvalidInputError, dataset_layout_error
+from ..core.io import voc_palette, write_label
+from ..core.parallel import run_pool
 from .base import DatasetInfo, Sample, read_list_file, safe_join
 
 VOC_CLASSES = [
@@ -51,19 +53,8 @@ SBD_TREE = """<sbd_root>/benchmark_RELEASE/dataset/
     train.txt, val.txt"""
 
 
-def dataset_layout_error(dataset: str, root: str | os.PathLike | None, problem: str, tree: str,
-                         url: str | None = None) -> DatasetLayoutError:
-    """One readable :class:`DatasetLayoutError`: what is wrong, the expected tree, where to get the data."""
-    msg = f"{dataset}: {problem}\nroot: {root}\nexpected layout:\n{tree}"
-    if url:
-        msg += f"\nobtain it from: {url}"
-    return DatasetLayoutError(msg)
-
-
 def voc_info() -> DatasetInfo:
     """PASCAL VOC 2012: 21 classes, background = 0."""
-    from ..viz import voc_palette
-
     return DatasetInfo(name="voc", classes=list(VOC_CLASSES), background=[0], palette=voc_palette())
 
 
@@ -154,7 +145,7 @@ def find_sbd(voc2012: Path, sbd_root: str | os.PathLike | None = None) -> Path:
 
 def read_sbd_mat(path: str | os.PathLike) -> np.ndarray:
     """``GTcls.Segmentation`` of an SBD ``cls/<id>.mat`` -> ``uint8 (H, W)`` class indices 0..20."""
-    import scipy.io
+    import scipy.io  # lazy: scipy is heavy and needed by this function only
 
     try:
         mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
@@ -169,8 +160,6 @@ def read_sbd_mat(path: str | os.PathLike) -> np.ndarray:
 
 
 def _convert_one(args: tuple[str, str]) -> None:
-    from ..imageio import write_label
-
     src, dst = args
     lab = read_sbd_mat(src)
     tmp = dst + f".tmp{os.getpid()}.png"
@@ -194,9 +183,7 @@ def build_sbd_labels(sbd_dir: Path, ids: Sequence[str], cache_dir: Path, workers
                 raise dataset_layout_error("voc_aug (SBD)", sbd_dir, f"missing {src}", SBD_TREE, SBD_URL)
             todo.append((str(src), str(dst)))
     if todo:
-        from .toy_objects import _run_pool
-
-        _run_pool(_convert_one, todo, workers)
+        run_pool(_convert_one, todo, workers, min_tasks=16, start_method="fork", in_process_without_fork=True)
     return out
 
 

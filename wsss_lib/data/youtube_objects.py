@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetLayoutError
+from ..core.errors import CorruptFileError, DatasetLayoutError, dataset_layout_error
+from ..core.io import read_image, read_label, voc_palette, write_label
 from .base import DatasetInfo, Sample, read_list_file, safe_join
-from .voc import dataset_layout_error
 
 YTO_CLASSES = ["background", "aeroplane", "bird", "boat", "car", "cat", "cow", "dog", "horse", "motorbike", "train"]
 YTO_URL = ("https://data.vision.ee.ethz.ch/cvl/youtube-objects/ (videos, v2.2); pixel ground truth: "
@@ -50,8 +50,6 @@ _LABELLED_SPLITS = ("test", "val", "labelled")
 
 def youtube_objects_info() -> DatasetInfo:
     """11 classes (background + 10), VOC palette; all foreground classes can move."""
-    from ..viz import voc_palette
-
     return DatasetInfo(name="youtube_objects", classes=list(YTO_CLASSES), background=[0], palette=voc_palette(),
                        moving=list(range(1, 11)))
 
@@ -63,9 +61,6 @@ def _frame_number(stem: str) -> int:
 
 def convert_gt(src: Path, dst: Path, class_index: int) -> Path:
     """Binary GT mask -> class-index palette PNG ``dst`` (0 / ``class_index``); skipped when up to date."""
-    from ..imageio import read_image, read_label, write_label
-    from ..errors import CorruptFileError
-
     if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
         return dst
     try:

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError, WsssError
+from ..core.errors import InvalidInputError, WsssError
 
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -208,7 +208,7 @@ def _load_vgg16_state(pretrained) -> dict | None:
         except Exception as exc:  # noqa: BLE001 - any decoding error is a user-facing file problem
             raise WsssError(f"cannot read VGG-16 weights {p}: {exc}") from exc
         return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    from torchvision.models import VGG16_Weights
+    from torchvision.models import VGG16_Weights  # lazy: torchvision only for the VGG-16 / RAFT paths
 
     try:
         return VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=False)
@@ -234,7 +234,7 @@ class VGG16Backbone(Backbone):
 
     def __init__(self, pretrained: str | bool | None = None, output_stride: int = 8, in_channels: int = 3,
                  input_norm="imagenet"):
-        from torchvision.models import vgg16
+        from torchvision.models import vgg16  # lazy: torchvision only for the VGG-16 / RAFT paths
 
         state = _load_vgg16_state(pretrained)
         net = vgg16(weights=None)

@@ -18,8 +18,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError
-from .backbones import Backbone
+from ..core.errors import InvalidInputError
+from .backbones import Backbone, build_backbone
 
 POOLINGS = ("mean", "max", "lse")
 
@@ -83,3 +83,26 @@ class TagClassifier(nn.Module):
         score_maps = self.head(self.fc(self.dropout(feat)))
         logits = global_pool(score_maps, self.pooling, self.lse_r)
         return {"logits": logits, "score_maps": score_maps, "stages": stages}
+
+
+def build_heatmap_classifier(num_classes: int, backbone: str = "small_vgg", last_stage: str = "conv5",
+                             pooling: str = "lse", lse_r: float = 5.0, dropout: float = 0.0, hidden: int = 0,
+                             **backbone_kw) -> torch.nn.Module:
+    """A multi-label :class:`~wsss_lib.models.TagClassifier` over all classes whose score maps
+    come from stage ``last_stage`` [ours].
+
+    Stages after ``last_stage`` are replaced by identities, which bounds the receptive field of a
+    score-map cell (SmallVGG ``depths=(1, 1, 2, 1, 1)``: ~26 px at ``"conv3"`` vs the whole 96x128
+    frame at ``"conv5"``): a cell must then recognise its class from a local patch, so the maps
+    localise background "stuff" instead of firing on the whole image from context.
+    ``backbone_kw`` go to :func:`~wsss_lib.models.build_backbone` (``widths``, ``depths``...).
+    """
+    bb = build_backbone(backbone, **backbone_kw)
+    names = list(bb.stages.keys())
+    if last_stage not in names:
+        raise InvalidInputError(f"last_stage must be one of {names}, got {last_stage!r}")
+    for n in names[names.index(last_stage) + 1:]:
+        bb.stages[n] = nn.Identity()
+        bb.channels[n] = bb.channels[last_stage]
+        bb.strides[n] = bb.strides[last_stage]
+    return TagClassifier(bb, num_classes, pooling=pooling, lse_r=lse_r, dropout=dropout, hidden=hidden)

@@ -15,8 +15,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 from .backbones import Backbone
+from .init import init_from
 
 HEADS = ("largefov", "linear")
 
@@ -83,42 +84,8 @@ class SegNet(nn.Module):
         return self.backbone.parameters()
 
     def init_from_classifier(self, classifier: nn.Module, head: bool = True) -> "SegNet":
-        """Copy ``classifier.backbone``'s weights (same architecture required); returns self.
-
-        With ``head=True`` and a :class:`~wsss_lib.models.TagClassifier` whose hidden layer has this
-        head's ``width`` (and K = num_classes - 1 outputs), the LargeFOV head is initialised from
-        the classifier's head too (as DeepLab initialises fc6/fc7 from VGG's classifier [ours
-        adaptation]): fc6 = the classifier's hidden 1x1 conv in the centre tap, fc7 = identity,
-        fc8 rows 1..K = the classifier's class scores, row 0 (background) = 0. At initialisation a
-        pixel is then labelled with a tagged-like class where its class score is positive (a CAM
-        at threshold 0) and background elsewhere. ``self.head_initialised`` records whether it
-        happened.
-        """
-        src = getattr(classifier, "backbone", classifier)
-        try:
-            self.backbone.load_state_dict(src.state_dict())
-        except RuntimeError as exc:
-            raise InvalidInputError(f"classifier backbone does not match this SegNet's backbone: {exc}") from exc
-        self.head_initialised = False
-        if not head or self.head_name != "largefov":
-            return self
-        fc = getattr(classifier, "fc", None)
-        cls_head = getattr(classifier, "head", None)
-        fc6, fc7, fc8 = self.head[1], self.head[4], self.head[7]
-        if (not isinstance(fc, nn.Sequential) or not isinstance(cls_head, nn.Conv2d)
-                or fc[0].out_channels != fc6.out_channels or fc[0].in_channels != fc6.in_channels
-                or cls_head.out_channels != self.num_classes - 1):
-            return self
-        w = fc6.out_channels
-        with torch.no_grad():
-            fc6.weight.zero_()
-            fc6.weight[:, :, 1, 1] = fc[0].weight[:, :, 0, 0]
-            fc6.bias.copy_(fc[0].bias)
-            fc7.weight.copy_(torch.eye(w, dtype=fc7.weight.dtype)[:, :, None, None])
-            fc7.bias.zero_()
-            fc8.weight.zero_()
-            fc8.bias.zero_()
-            fc8.weight[1:] = cls_head.weight
-            fc8.bias[1:] = cls_head.bias
-        self.head_initialised = True
+        """Copy ``classifier.backbone``'s weights (same architecture required) and, with ``head``, the
+        LargeFOV head where the classifier matches: :func:`~wsss_lib.models.init.init_from`
+        (``self.head_initialised`` records whether the head was initialised); returns self."""
+        init_from(self, classifier, head=head)
         return self

@@ -29,9 +29,10 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError
+from ..core.errors import InvalidInputError
 from .backbones import Backbone
 from .deeplab import SegNet
+from .init import init_from
 
 LATE_FUSIONS = ("sum", "mean", "none")
 
@@ -115,7 +116,7 @@ class TwoStreamNet(nn.Module):
 
     def forward(self, image: torch.Tensor, flow: torch.Tensor, return_parts: bool = False):
         """``image`` float ``(B, 3, H, W)`` in [0, 1], ``flow`` float ``(B, 3, H, W)`` in [0, 1]
-        (:func:`wsss_lib.flow.encode_flow`) -> logits ``(B, C, H/s, W/s)``."""
+        (:func:`wsss_lib.ops.flow.encode_flow`) -> logits ``(B, C, H/s, W/s)``."""
         if not torch.is_tensor(flow) or flow.ndim != 4 or flow.shape[1] != 3:
             raise InvalidInputError(f"flow must be a (B, 3, H, W) flow image, got "
                                     f"{tuple(flow.shape) if torch.is_tensor(flow) else type(flow).__name__}")
@@ -146,11 +147,7 @@ class TwoStreamNet(nn.Module):
         return logits
 
     def init_from_classifier(self, classifier: nn.Module) -> "TwoStreamNet":
-        """Copy a tag classifier's backbone into both streams' RGB/later stages; returns self."""
-        self.appearance.init_from_classifier(classifier)
-        src = getattr(classifier, "backbone", classifier).state_dict()
-        names = list(self.appearance.backbone.stages.keys())
-        later = names[names.index(self.fuse_stage) + 1:]
-        keep = {k: v for k, v in src.items() if any(k.startswith(f"stages.{n}.") for n in later)}
-        self.spatiotemporal.backbone.load_state_dict(keep, strict=False)
+        """Copy a tag classifier's backbone into both streams' RGB/later stages (and the appearance
+        head where it matches): :func:`~wsss_lib.models.init.init_from`; returns self."""
+        init_from(self, classifier)
         return self

@@ -1,7 +1,7 @@
 """A batched, torch-native dense CRF (mean field) that runs on CPU or GPU [ours].
 
 Same model and parameter meaning as pydensecrf's ``DenseCRF2D`` as called by
-:func:`wsss_lib.crf.dense_crf` (the reference; see :class:`wsss_lib.crf.CRFParams`):
+:func:`wsss_lib.ops.crf.dense_crf` (the reference; see :class:`wsss_lib.ops.crf.CRFParams`):
 
 * unary ``-log p`` (``p`` clipped to ``[eps, 1]``);
 * a Gaussian kernel ``exp(-|p_i - p_j|^2 / (2 gauss_sxy^2))`` over pixel positions, weight
@@ -12,7 +12,7 @@ Same model and parameter meaning as pydensecrf's ``DenseCRF2D`` as called by
 * ``iterations`` mean-field steps ``Q <- softmax(log p + sum_k w_k D_k^-1/2 K_k D_k^-1/2 Q)``.
 
 Both kernels are filtered, like in pydensecrf, with the permutohedral lattice (Adams, Baek & Davis
-2010; :mod:`wsss_lib.permutohedral`), an *approximation* of these Gaussians, with pydensecrf's
+2010; :mod:`wsss_lib.ops.permutohedral`), an *approximation* of these Gaussians, with pydensecrf's
 conventions (feature scaling, ``[1/2 1 1/2]`` blur in direction order 0..d, ``alpha``), so the
 messages equal pydensecrf's up to float rounding and the two CRFs agree on practically every
 pixel (``benchmarks/bench_crf.py``). The lattice (vertex keys, barycentric weights, blur
@@ -26,8 +26,8 @@ The position-only lattice depends only on the image size and is cached for a few
 
 Cost: linear in pixels and labels. On CPU the lattice construction (two sorts of O(N (d + 1))
 int64 keys) dominates with few labels; see ``benchmarks/README.md`` for the measured ratio to
-pydensecrf. :func:`crf_batch_torch` is a drop-in for :func:`wsss_lib.crf.crf_batch` (e.g. on
-CUDA), and :mod:`wsss_lib.crf` falls back to this module when pydensecrf cannot be imported.
+pydensecrf. :func:`crf_batch_torch` is a drop-in for :func:`wsss_lib.ops.crf.crf_batch` (e.g. on
+CUDA), and :mod:`wsss_lib.ops.crf` falls back to this module when pydensecrf cannot be imported.
 Everything runs under ``torch.no_grad``.
 """
 
@@ -42,8 +42,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import InvalidInputError
+from ..core.runtime import select_device
 from . import permutohedral
-from .errors import InvalidInputError
+from .crf_params import as_params
 
 # pixels whose lattices are built and filtered together (images are grouped under it)
 GROUP_MAX_ELEMENTS = {"cpu": 2**21, "cuda": 2**23}
@@ -52,9 +54,7 @@ _DEPRECATED = ("stride", "max_sources", "kernel_dtype")
 
 
 def _params(params: Any):
-    """Accept what :func:`wsss_lib.crf.as_params` accepts (CRFParams, dict, None)."""
-    from .crf import as_params
-
+    """Accept what :func:`wsss_lib.ops.crf.as_params` accepts (CRFParams, dict, None)."""
     return as_params(params)
 
 
@@ -212,7 +212,7 @@ def dense_crf_torch(images, probs, params=None, *, gaussian: str = "lattice", gr
 
     ``images``: uint8 ``(B, 3, H, W)`` in 0-255 or float in [0, 1] (``(3, H, W)`` also accepted);
     ``probs``: float ``(B, C, H, W)``, C >= 2, a distribution over C at each pixel (within ``tol``).
-    ``params``: :class:`wsss_lib.crf.CRFParams`, a dict of its fields, or None (defaults).
+    ``params``: :class:`wsss_lib.ops.crf.CRFParams`, a dict of its fields, or None (defaults).
     ``gaussian``: how the position-only kernel is filtered: ``"lattice"`` (default; the
     permutohedral lattice, as pydensecrf) or ``"exact"`` (the separable Gaussian, truncated at
     ``truncate`` sigmas, zero outside the image).
@@ -263,7 +263,7 @@ def dense_crf_torch(images, probs, params=None, *, gaussian: str = "lattice", gr
 def crf_fgbg_torch(images, fg_prob, params=None, **kwargs) -> torch.Tensor:
     """Two-label CRF on a batch: ``fg_prob`` float ``(B, H, W)`` in [0, 1] -> refined fg probability ``(B, H, W)``.
 
-    Same unaries as :func:`wsss_lib.crf.crf_fgbg` (``-log(1-p)`` background, ``-log p`` foreground).
+    Same unaries as :func:`wsss_lib.ops.crf.crf_fgbg` (``-log(1-p)`` background, ``-log p`` foreground).
     ``kwargs`` go to :func:`dense_crf_torch`. ``(H, W)`` with a ``(3, H, W)`` image is accepted too.
     """
     fg = _as_tensor(fg_prob, "fg_prob")
@@ -279,15 +279,13 @@ def crf_fgbg_torch(images, fg_prob, params=None, **kwargs) -> torch.Tensor:
 
 
 def crf_batch_torch(images, probs, params=None, device="auto", batch_size: int = 64, **kwargs) -> list[np.ndarray]:
-    """Drop-in for :func:`wsss_lib.crf.crf_batch` running :func:`dense_crf_torch` on ``device``.
+    """Drop-in for :func:`wsss_lib.ops.crf.crf_batch` running :func:`dense_crf_torch` on ``device``.
 
     ``images``: N uint8 ``(H, W, 3)`` arrays; ``probs``: N float ``(C, H, W)`` distributions or N
     float ``(H, W)`` fg probabilities (2-label CRF; the output is then ``(H, W)``). Images of the
     same size and label count are batched (``batch_size`` at a time). Returns float32 numpy arrays
     in input order. ``kwargs`` go to :func:`dense_crf_torch`.
     """
-    from .runtime import select_device
-
     if len(images) != len(probs):
         raise InvalidInputError(f"crf_batch_torch got {len(images)} images but {len(probs)} probability maps")
     dev = select_device(device)

@@ -30,8 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
-from .metrics import mask_scores
+from ..core.errors import InvalidInputError
+from ..core.metrics import mask_scores
+from ..core.runtime import predict_batches
+from .crf import crf_batch
 
 AGGREGATES = ("mean", "max", "l2")
 NORMALIZES = ("minmax", "max", "none")
@@ -39,18 +41,18 @@ ALIGNS = ("largest", "smallest")
 
 
 def normalize_maps(maps: torch.Tensor, mode: str = "minmax", eps: float = 1e-8) -> torch.Tensor:
-    """Per-map rescaling of ``(B, H, W)``: "minmax" -> [0, 1] (constant maps -> 0), "max" ->
-    divide by the max of the positive part, "none" -> unchanged."""
+    """The one per-map rescaling, over the last two dims of ``(..., H, W)``: "minmax" -> [0, 1]
+    (constant maps -> 0), "max" -> ReLU then divide by the max, "none" -> unchanged. ``eps`` guards
+    the division (paper 2's heatmaps use 1e-6, :func:`wsss_lib.ops.heatmaps.normalise_maps`)."""
     if mode == "none":
         return maps
-    flat = maps.flatten(1)
     if mode == "minmax":
-        lo = flat.amin(1).view(-1, 1, 1)
-        hi = flat.amax(1).view(-1, 1, 1)
+        lo = maps.amin(dim=(-2, -1), keepdim=True)
+        hi = maps.amax(dim=(-2, -1), keepdim=True)
         return ((maps - lo) / (hi - lo).clamp(min=eps)).clamp(0, 1)
     if mode == "max":
         pos = maps.clamp(min=0)
-        hi = pos.flatten(1).amax(1).view(-1, 1, 1)
+        hi = pos.amax(dim=(-2, -1), keepdim=True)
         return (pos / hi.clamp(min=eps)).clamp(0, 1)
     raise InvalidInputError(f"normalize must be one of {NORMALIZES}, got {mode!r}")
 
@@ -191,7 +193,6 @@ def choose_threshold(maps, labels, thresholds: Sequence[float] = tuple(np.linspa
     return best, scores
 
 
-@torch.no_grad()
 def extract_masks(classifier: torch.nn.Module, images: torch.Tensor, tags: torch.Tensor | None = None,
                   layers: Sequence[str] = ("conv4", "conv5"), weights: Sequence[float] | None = None,
                   aggregate: str = "mean", normalize: str = "minmax", align: str = "largest",
@@ -204,36 +205,23 @@ def extract_masks(classifier: torch.nn.Module, images: torch.Tensor, tags: torch
     the classifier's own predictions). Returns CPU tensors ``{"fused": (N, H, W) [0, 1],
     "cam": (N, H, W) [0, 1], "logits": (N, K)}`` (``H, W = out_size`` or the image size).
     """
-    from .train import mixed_precision
-
     if images.ndim != 4 or images.shape[1] != 3:
         raise InvalidInputError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-    if device is None:
-        device = next(classifier.parameters()).device
-    device = torch.device(device)
     out_size = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
-    was_training = classifier.training
-    classifier.eval()
-    fused, cams, logits = [], [], []
-    it = range(0, images.shape[0], batch_size)
-    if progress:
-        from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="masks", leave=False)
-    try:
-        for s in it:
-            x = images[s:s + batch_size].to(device, non_blocking=True).float()
-            with mixed_precision(device, amp):
-                out = classifier(x, return_stages=tuple(layers))
-            fused.append(fuse_activations(out["stages"], layers, weights, aggregate, normalize, out_size, align,
-                                          normalize_each).cpu())
-            lg = out["logits"].float()
-            t = tags[s:s + batch_size].to(device) if tags is not None else (lg > 0).float()
-            cams.append(cam_maps(out["score_maps"], t, out_size).cpu())
-            logits.append(lg.cpu())
-    finally:
-        classifier.train(was_training)
-    return {"fused": torch.cat(fused), "cam": torch.cat(cams), "logits": torch.cat(logits)}
+    def forward(lo, hi, device):
+        return classifier(images[lo:hi].to(device, non_blocking=True).float(), return_stages=tuple(layers)), device
+
+    def post(res, lo, hi):
+        out, device = res
+        lg = out["logits"].float()
+        t = tags[lo:hi].to(device) if tags is not None else (lg > 0).float()
+        return {"fused": fuse_activations(out["stages"], layers, weights, aggregate, normalize, out_size, align,
+                                          normalize_each).cpu(),
+                "cam": cam_maps(out["score_maps"], t, out_size).cpu(), "logits": lg.cpu()}
+
+    return predict_batches(classifier, images.shape[0], forward, post, batch_size=batch_size, device=device,
+                           amp=amp, progress=progress, desc="masks")
 
 
 def refine_masks(images: Sequence[np.ndarray], maps, threshold: float = 0.5, params=None,
@@ -241,8 +229,6 @@ def refine_masks(images: Sequence[np.ndarray], maps, threshold: float = 0.5, par
     """Dense-CRF smoothing of fg maps: ``images`` N uint8 ``(H, W, 3)``, ``maps`` float ``(N, H, W)``
     in [0, 1] -> refined fg probabilities float32 ``(N, H, W)``. The maps are first calibrated so
     ``threshold`` -> 0.5 (:func:`calibrate`); threshold the result at 0.5."""
-    from .crf import crf_batch
-
     m = np.asarray(maps.cpu() if torch.is_tensor(maps) else maps, dtype=np.float32)
     probs = [np.ascontiguousarray(calibrate(x, threshold), dtype=np.float32) for x in m]
     out = crf_batch(list(images), probs, params, workers=workers, progress=progress, desc="CRF masks")
@@ -251,7 +237,7 @@ def refine_masks(images: Sequence[np.ndarray], maps, threshold: float = 0.5, par
 
 def evaluate_masks(pred, labels, ignore_index: int = 255) -> dict[str, float]:
     """Pooled (dataset-level) mask IoU / precision / recall: ``pred`` bool ``(N, H, W)``, ``labels``
-    int ``(N, H, W)`` (non-zero = fg; 255 ignored). Wraps :func:`~wsss_lib.metrics.mask_scores`."""
+    int ``(N, H, W)`` (non-zero = fg; 255 ignored). Wraps :func:`~wsss_lib.core.metrics.mask_scores`."""
     p = pred.cpu().numpy() if torch.is_tensor(pred) else np.asarray(pred)
     t = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
     return mask_scores(p.astype(bool), t, ignore_index=ignore_index)
@@ -269,7 +255,6 @@ def per_image_iou(pred, labels, ignore_index: int = 255) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-@torch.no_grad()
 def extract_variants(classifier: torch.nn.Module, images: torch.Tensor, variants: dict[str, dict],
                      batch_size: int = 64, device: torch.device | str | None = None, amp: bool = True,
                      out_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
@@ -278,23 +263,16 @@ def extract_variants(classifier: torch.nn.Module, images: torch.Tensor, variants
     ``variants``: ``{name: fuse_activations keyword dict}`` (``layers``, ``weights``, ``aggregate``,
     ``normalize``, ``align``, ``normalize_each``). Returns ``{name: (N, H, W) in [0, 1]}`` (CPU).
     """
-    from .train import mixed_precision
-
     if images.ndim != 4 or images.shape[1] != 3:
         raise InvalidInputError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
     needed = sorted({layer for kw in variants.values() for layer in kw.get("layers", ("conv4", "conv5"))})
-    device = torch.device(device) if device is not None else next(classifier.parameters()).device
     out_size = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
-    was = classifier.training
-    classifier.eval()
-    outs: dict[str, list] = {k: [] for k in variants}
-    try:
-        for s in range(0, images.shape[0], batch_size):
-            x = images[s:s + batch_size].to(device).float()
-            with mixed_precision(device, amp):
-                st = classifier(x, return_stages=tuple(needed))["stages"]
-            for name, kw in variants.items():
-                outs[name].append(fuse_activations(st, out_size=out_size, **kw).cpu())
-    finally:
-        classifier.train(was)
-    return {k: torch.cat(v) for k, v in outs.items()}
+
+    def forward(lo, hi, device):
+        return classifier(images[lo:hi].to(device).float(), return_stages=tuple(needed))["stages"]
+
+    def post(st, lo, hi):
+        return {name: fuse_activations(st, out_size=out_size, **kw).cpu() for name, kw in variants.items()}
+
+    return predict_batches(classifier, images.shape[0], forward, post, batch_size=batch_size, device=device, amp=amp,
+                           desc="mask variants")

@@ -8,17 +8,15 @@ A checkpoint is a plain dict of tensors and plain values (torchvision references
 Writing goes to a temporary file in the same folder, is fsynced, then renamed over the target,
 so an interrupted save never leaves a truncated checkpoint. Loading always uses
 ``torch.load(..., weights_only=True)``: a checkpoint carrying a pickle payload that would run
-code is refused with :class:`~wsss_lib.errors.CheckpointError`.
+code is refused with :class:`~wsss_lib.core.errors.CheckpointError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +24,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + rename)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write to {path.parent}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+from .io import atomic_write_bytes
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:

@@ -24,7 +24,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": {"n_train": 60, "n_val": 10, "n_test": 10, "frames": 8, "height": 96, "width": 128, "seed": 0},
         "quick": {},
     },
-    # ---- paper 1 (wsss_lib.pipeline_objects, notebooks 01-04) ----
+    # ---- paper 1 (wsss_lib.papers.paper1, notebooks 01-04) ----
     "classifier": {
         # SmallVGG from scratch [ours]; the paper fine-tunes ImageNet VGG-16 [summary]
         "default": {"backbone": "small_vgg", "widths": [24, 48, 96, 128, 128], "depths": [1, 1, 2, 2, 2],
@@ -43,9 +43,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "quick": {},
     },
     "crf": {
-        # CRFParams() values (VAL-chosen for 96 px toy images [ours]); CRFParams.deeplab() = 80/13/10
+        # the defaults of ops.crf.CRFParams (VAL-chosen for 96 px toy images [ours]); CRFParams.deeplab() =
+        # 80/13/10; eps = probability clip of the unary -log p; workers = CRF processes (None: all cores)
         "default": {"gauss_sxy": 3.0, "gauss_compat": 3.0, "bilateral_sxy": 45.0, "bilateral_srgb": 7.0,
-                    "bilateral_compat": 6.0, "iterations": 10, "workers": None},
+                    "bilateral_compat": 6.0, "iterations": 10, "eps": 1e-5, "workers": None},
         "quick": {},
     },
     "seg": {
@@ -56,7 +57,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "rejected": "tags", "compare_poolings": ["max", "lse"], "tau": 0.5},
         "quick": {"n_train": 400, "n_val": 100, "n_test": 100, "steps": 100, "compare_poolings": []},
     },
-    # ---- paper 2 (wsss_lib.pipeline_streets, notebooks 05-07) ----
+    # ---- paper 2 (wsss_lib.papers.paper2, notebooks 05-07) ----
     "streets_classifier": {
         # multi-label classifier over ALL classes (bg included) [summary]; SmallVGG from scratch whose
         # score maps come from conv3 (local receptive field, ~26 px) and LSE pooling [ours]

@@ -36,7 +36,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
+from ..core.errors import InvalidInputError
 
 POOLINGS = ("mean", "max", "lse", "pixel")
 IGNORE_INDEX = 255

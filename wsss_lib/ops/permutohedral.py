@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InvalidInputError
+from ..core.errors import InvalidInputError
 
 __all__ = ["Lattice", "elevate", "enclosing_simplex", "barycentric", "simplex_keys", "build_lattice", "splat",
            "blur", "slice_values", "rescale", "lattice_filter", "gaussian_filter"]

@@ -1,4 +1,4 @@
-"""A plain, generic, resumable step-based training loop and the paper-1 training/evaluation recipes.
+"""A plain, generic, resumable step-based training loop, its data plumbing and the tag-classifier recipe.
 
 :func:`fit` (torchvision-references style, no framework):
 
@@ -8,21 +8,19 @@
   as an uninterrupted run (bitwise on CPU);
 * SGD (momentum) or Adam, poly learning-rate decay ``(1 - s/steps)^power`` (DeepLab), optional
   per-group LR multipliers (e.g. 10x for a new head);
-* AMP on CUDA (:func:`~wsss_lib.runtime.autocast`), ``tqdm.auto`` progress bar;
-* atomic checkpoints (:func:`~wsss_lib.checkpoint.save_checkpoint`) holding model, optimizer,
+* mixed precision (:func:`~wsss_lib.core.runtime.mixed_precision`), ``tqdm.auto`` progress bar;
+* atomic checkpoints (:func:`~wsss_lib.core.checkpoint.save_checkpoint`) holding model, optimizer,
   scheduler, scaler, step, RNG states, config and loss history. With ``resume=True`` a checkpoint
   whose config matches is continued; a different config starts over (with a message).
 
-``loss_step(model, batch, device) -> scalar loss tensor`` is the only task-specific part (paper 2
-passes its own for the two-stream network). Recipes: :func:`train_classifier`,
-:func:`train_segmentation` (``mode="prior" | "tags" | "full"``), :func:`predict_segmentation`,
-:func:`evaluate_segmentation`, :func:`evaluate_classifier`.
+``loss_step(model, batch, device) -> scalar loss tensor`` is the only task-specific part (paper 1's
+segmentation losses: :mod:`wsss_lib.papers.segmentation`; paper 2's: :mod:`wsss_lib.papers.video`).
+The one generic recipe here is :func:`train_classifier` (multi-label tags, both papers);
+inference and evaluation are in :mod:`wsss_lib.engine.predict`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from functools import lru_cache
@@ -32,34 +30,17 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .errors import CheckpointError, InvalidInputError, WsssError
-from .metrics import ConfusionMatrix, average_precision
-from .runtime import autocast, grad_scaler, select_device
+from ..core.checkpoint import rng_state, save_checkpoint, set_rng_state
+from ..core.errors import InvalidInputError, WsssError
+from ..core.io import plain_config, to_uint8
+from ..core.runtime import grad_scaler, mixed_precision, select_device
 from . import distributed as _dist
 
 LossStep = Callable[[torch.nn.Module, dict, torch.device], torch.Tensor]
-
-
-def cpu_bf16_supported() -> bool:
-    """True when this CPU runs bfloat16 convolutions natively (oneDNN, e.g. AVX512-BF16 / AMX)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - older builds
-        return False
-
-
-def mixed_precision(device: torch.device, amp: bool = True, cpu_bf16: bool | None = None):
-    """Autocast context: AMP on CUDA (:func:`~wsss_lib.runtime.autocast`); on CPU bfloat16 autocast
-    when ``cpu_bf16`` is True, or None ("auto") and the CPU supports bf16 natively [ours: ~1.5x
-    faster training here]; else a no-op."""
-    device = torch.device(device)
-    if device.type == "cpu" and amp:
-        use = cpu_bf16_supported() if cpu_bf16 is None else bool(cpu_bf16)
-        if use:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-    return autocast(device, amp)
 
 
 # ----------------------------------------------------------------------------- data plumbing
@@ -164,13 +145,11 @@ def preload(dataset, progress: bool = False, desc: str = "load") -> InMemoryData
     n = len(dataset)
     it = range(n)
     if progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(it, desc=desc, leave=False)
     imgs, labs, tags, ids = [], [], [], []
     for i in it:
         s = dataset[i]
-        imgs.append((s["image"].clamp(0, 1) * 255 + 0.5).to(torch.uint8))
+        imgs.append(to_uint8(s["image"]))
         labs.append(s["label"].to(torch.uint8) if int(s["label"].max()) <= 255 else s["label"])
         tags.append(s["tags"])
         ids.append(s.get("id", str(i)))
@@ -214,8 +193,6 @@ def batch_stream(dataset, batch_size: int, seed: int, start: int, steps: int, co
         for step in range(start, steps):
             yield fetch(step)
         return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=int(prefetch), thread_name_prefix="wsss-prefetch") as ex:
         pending = deque(ex.submit(fetch, s) for s in range(start, min(steps, start + int(prefetch))))
@@ -230,10 +207,6 @@ def batch_stream(dataset, batch_size: int, seed: int, start: int, steps: int, co
         finally:
             for f in pending:
                 f.cancel()
-
-
-def _plain_config(config: dict | None) -> dict:
-    return json.loads(json.dumps(config or {}, sort_keys=True, default=str))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -268,7 +241,7 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
         matching checkpoint. The final state is always saved there when given.
     config: plain dict stored in (and compared with) the checkpoint.
     stop_after: stop after this many total steps without finishing (simulates an interruption).
-    amp / cpu_bf16: mixed precision (see :func:`mixed_precision`; ``cpu_bf16=None`` = auto).
+    amp / cpu_bf16: mixed precision (see :func:`~wsss_lib.core.runtime.mixed_precision`; ``cpu_bf16=None`` = auto).
     channels_last: NHWC weights (default: on CPU, where oneDNN convolutions are faster with it).
     prefetch: batches read ahead in background threads for datasets read from disk, and on CUDA
         for every dataset (pinned memory); 0 = off. See :func:`batch_stream`.
@@ -285,7 +258,7 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
     if channels_last if channels_last is not None else device.type == "cpu":
         if all(p.dim() != 5 for p in model.parameters()):  # channels_last is for 4-D (2-D conv) weights
             model.to(memory_format=torch.channels_last)
-    cfg = _plain_config(config)
+    cfg = plain_config(config)
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     groups = []
@@ -334,8 +307,6 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
     t0 = time.time()
     bar = None
     if progress and start < steps and ddp.is_main:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=steps, initial=start, desc=desc, leave=False)
     model.train()
     net = ddp.wrap(model)  # DistributedDataParallel (+ SyncBatchNorm) when distributed, else model
@@ -387,8 +358,11 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
 
 # ----------------------------------------------------------------------------- recipes
 
-def _hflip_batch(batch: dict, keys: Sequence[str]) -> dict:
-    """Flip a random half of the batch horizontally (torch RNG, seeded per step by :func:`fit`)."""
+def hflip_batch(batch: dict, keys: Sequence[str], mirror: Sequence[str] = ()) -> dict:
+    """Flip a random half of the batch horizontally (the one flip augmentation; torch RNG, seeded per
+    step by :func:`fit`, drawn for the global batch so it does not depend on the number of
+    processes). ``keys``: the ``(B, ..., W)`` fields to flip; ``mirror``: flipped fields whose
+    channel 0 is an x displacement encoded in [0, 1] (uint8: [0, 255]), mirrored ``v -> 1 - v``."""
     flip = _dist.batch_rand(batch["image"].shape[0]) < 0.5  # == torch.rand(B) single-process
     if not flip.any():
         return batch
@@ -397,6 +371,9 @@ def _hflip_batch(batch: dict, keys: Sequence[str]) -> dict:
         if k in out and torch.is_tensor(out[k]) and out[k].ndim >= 3:
             v = out[k].clone()
             v[flip] = v[flip].flip(-1)
+            if k in mirror:
+                top = 255 if v.dtype == torch.uint8 else 1.0
+                v[flip, 0] = top - v[flip, 0]
             out[k] = v
     return out
 
@@ -407,7 +384,7 @@ def classifier_loss_step(classes: Sequence[int] | None = None, augment: bool = T
 
     def step(model, batch, device):
         if augment:
-            batch = _hflip_batch(batch, ("image",))
+            batch = hflip_batch(batch, ("image",))
         x = batch["image"].to(device, non_blocking=True)
         t = batch["tags"] if cls is None else batch["tags"][:, cls]
         logits = model(x)["logits"]
@@ -425,212 +402,3 @@ def train_classifier(classifier: torch.nn.Module, dataset, *, classes: Sequence[
     fit_kw.setdefault("desc", "classifier")
     return fit(classifier, dataset, classifier_loss_step(classes, augment), steps=steps, batch_size=batch_size,
                lr=lr, optimizer=optimizer, **fit_kw)
-
-
-SEG_MODES = ("prior", "tags", "full")
-
-
-def segmentation_loss_step(mode: str, fg_classes: Sequence[int], pooling: str = "mean", tag_pooling: str = "max",
-                           absent_pooling: str = "max", augment: bool = True, rejected: str = "tags") -> LossStep:
-    """Loss step of :func:`train_segmentation`. The batch carries ``fg_mask`` (prior mode) and
-    optionally ``accepted`` (check-mask; ``rejected="tags"``: rejected images get the tag term,
-    ``"ignore"``: they are left out of the loss)."""
-    if rejected not in ("tags", "ignore"):
-        raise InvalidInputError(f"rejected must be 'tags' or 'ignore', got {rejected!r}")
-    from .losses import cross_entropy, fgbg_prior_loss, tags_only_loss
-
-    if mode not in SEG_MODES:
-        raise InvalidInputError(f"mode must be one of {SEG_MODES}, got {mode!r}")
-    fg = torch.as_tensor(list(fg_classes), dtype=torch.long)
-
-    def step(model, batch, device):
-        if augment:
-            batch = _hflip_batch(batch, ("image", "label", "fg_mask"))
-        x = batch["image"].to(device, non_blocking=True)
-        logits = model(x)
-        if mode == "full":
-            return cross_entropy(logits, batch["label"].to(device))
-        tags = batch["tags"][:, fg].to(device).float()
-        if mode == "tags":
-            return tags_only_loss(logits, tags, tag_pooling, absent_pooling)
-        if "fg_mask" not in batch:
-            raise InvalidInputError("mode='prior' needs fg masks in the dataset (train_segmentation(masks=...))")
-        acc = batch.get("accepted")
-        mask = batch["fg_mask"].to(device).float()
-        if acc is not None and rejected == "ignore":
-            per = fgbg_prior_loss(logits, tags, mask, pooling, absent_pooling, reduction="none")
-            acc = acc.to(device).float()
-            return (per * acc).sum() / acc.sum().clamp(min=1.0)
-        return fgbg_prior_loss(logits, tags, mask, pooling, absent_pooling,
-                               accepted=None if acc is None else acc.to(device).float(), tag_pooling=tag_pooling)
-
-    return step
-
-
-def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, masks: torch.Tensor | None = None,
-                       accepted: torch.Tensor | None = None, fg_classes: Sequence[int] | None = None,
-                       pooling: str = "mean", tag_pooling: str = "max", absent_pooling: str = "max",
-                       rejected: str = "tags", steps: int = 400, batch_size: int = 16, lr: float = 0.01,
-                       optimizer: str = "sgd",
-                       head_lr_mult: float = 10.0, augment: bool = True, **fit_kw) -> dict:
-    """Train a :class:`~wsss_lib.models.SegNet` (``K + 1`` outputs, 0 = background).
-
-    ``mode``: ``"prior"`` (paper 1: :func:`~wsss_lib.losses.fgbg_prior_loss` with ``masks``
-    float/uint8 ``(N, H, W)`` in [0, 1] aligned with the dataset; ``accepted`` ``(N,)`` {0, 1} for
-    check-mask), ``"tags"`` (tags-only baseline) or ``"full"`` (pixel labels, the upper bound).
-    ``fg_classes``: the tag columns of the foreground classes (default ``dataset.info.foreground``
-    or 1..C-1). The new head gets ``head_lr_mult`` x the learning rate (DeepLab's 10x).
-    """
-    if mode not in SEG_MODES:
-        raise InvalidInputError(f"mode must be one of {SEG_MODES}, got {mode!r}")
-    ds = preload(dataset)
-    if fg_classes is None:
-        info = getattr(ds, "info", None)
-        fg_classes = info.foreground if info is not None else list(range(1, ds.tags.shape[1]))
-    if mode == "prior":
-        if masks is None:
-            raise InvalidInputError("mode='prior' needs masks (N, H, W) in [0, 1]")
-        masks = torch.as_tensor(np.asarray(masks)) if not torch.is_tensor(masks) else masks
-        if masks.shape[0] != len(ds) or masks.shape[-2:] != ds.images.shape[-2:]:
-            raise InvalidInputError(f"masks must be (N, H, W) = ({len(ds)}, {tuple(ds.images.shape[-2:])}), got "
-                                    f"{tuple(masks.shape)}")
-        if masks.dtype == torch.uint8 and int(masks.max()) > 1:
-            masks = masks.float() / 255.0  # uint8 0-255 soft masks
-        masks = masks.to(torch.float16)
-        if masks.numel() and (float(masks.min()) < 0 or float(masks.max()) > 1):
-            raise InvalidInputError("masks must lie in [0, 1]")
-        extra = {"fg_mask": masks}
-        if accepted is not None:
-            accepted = torch.as_tensor(np.asarray(accepted)).float().reshape(-1)
-            if accepted.shape[0] != len(ds):
-                raise InvalidInputError(f"accepted must have {len(ds)} entries, got {accepted.shape[0]}")
-            extra["accepted"] = accepted
-        ds = ds.with_extra(**extra)
-    groups = None
-    if hasattr(model, "head") and hasattr(model, "backbone") and head_lr_mult != 1.0:
-        groups = [{"params": list(model.backbone.parameters())},
-                  {"params": list(model.head.parameters()), "lr_mult": head_lr_mult}]
-    fit_kw.setdefault("desc", f"seg[{mode}]")
-    return fit(model, ds, segmentation_loss_step(mode, fg_classes, pooling, tag_pooling, absent_pooling, augment,
-                                                 rejected),
-               steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, param_groups=groups, **fit_kw)
-
-
-@torch.no_grad()
-def segmentation_probs(model: torch.nn.Module, images: torch.Tensor, out_size: tuple[int, int] | None = None,
-                       batch_size: int = 32, device=None, amp: bool = True) -> torch.Tensor:
-    """Softmax probabilities ``(N, C, H, W)`` (CPU float32) of ``images`` float ``(N, 3, H, W)``
-    in [0, 1], bilinearly upsampled to ``out_size`` (default the image size)."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise InvalidInputError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    out_size = tuple(out_size) if out_size is not None else tuple(images.shape[-2:])
-    was = model.training
-    model.eval()
-    outs = []
-    try:
-        for s in range(0, images.shape[0], batch_size):
-            x = images[s:s + batch_size].to(device).float()
-            with mixed_precision(device, amp):
-                lg = model(x)
-            lg = F.interpolate(lg.float(), size=out_size, mode="bilinear", align_corners=False)
-            outs.append(torch.softmax(lg, 1).cpu())
-    finally:
-        model.train(was)
-    return torch.cat(outs)
-
-
-def predict_segmentation(model: torch.nn.Module, images: torch.Tensor, out_size: tuple[int, int] | None = None,
-                         crf=None, batch_size: int = 32, device=None, amp: bool = True,
-                         workers: int | None = None) -> torch.Tensor:
-    """Label maps int64 ``(N, H, W)`` for ``images`` float ``(N, 3, H, W)`` in [0, 1]. ``crf``: a
-    :class:`~wsss_lib.crf.CRFParams` (or dict) -> dense-CRF post-processing of the upsampled
-    softmax (then ``out_size`` must equal the image size)."""
-    probs = segmentation_probs(model, images, out_size, batch_size, device, amp)
-    if crf is None:
-        return probs.argmax(1)
-    return _crf_labels(images, probs, crf, workers)
-
-
-def _crf_labels(images: torch.Tensor, probs: torch.Tensor, crf, workers) -> torch.Tensor:
-    from .crf import crf_batch
-
-    if tuple(probs.shape[-2:]) != tuple(images.shape[-2:]):
-        raise InvalidInputError("CRF post-processing needs out_size equal to the image size")
-    ims = np.ascontiguousarray((images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-    pr = probs.numpy()
-    q = crf_batch(list(ims), [p / p.sum(0, keepdims=True) for p in pr], crf, workers=workers)
-    return torch.from_numpy(np.stack(q).argmax(1))
-
-
-def evaluate_segmentation(model: torch.nn.Module, dataset, num_classes: int, crf=None, batch_size: int = 32,
-                          device=None, amp: bool = True, workers: int | None = None) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` on ``dataset`` (255 ignored), optionally with CRF
-    post-processing. See :func:`evaluate_segmentation_both` for raw + CRF from one forward pass."""
-    res = evaluate_segmentation_both(model, dataset, num_classes, crf, batch_size, device, amp, workers)
-    return res["crf"] if crf is not None else res["raw"]
-
-
-def evaluate_segmentation_both(model: torch.nn.Module, dataset, num_classes: int, crf=None, batch_size: int = 32,
-                               device=None, amp: bool = True, workers: int | None = None,
-                               return_predictions: bool = False, chunk: int = 128) -> dict:
-    """``{"raw": ConfusionMatrix, "crf": ConfusionMatrix | None}`` (+ ``"pred"``/``"pred_crf"``
-    label maps with ``return_predictions``) from one forward pass over ``dataset`` (processed in
-    chunks of ``chunk`` images, so memory stays bounded)."""
-    ds = preload(dataset)
-    raw = ConfusionMatrix(num_classes)
-    cm_crf = ConfusionMatrix(num_classes) if crf is not None else None
-    preds, preds_crf = [], []
-    for s in range(0, len(ds), chunk):
-        images = ds.images[s:s + chunk].float().div(255.0)
-        labels = ds.labels[s:s + chunk].long()
-        probs = segmentation_probs(model, images, None, batch_size, device, amp)
-        pred = probs.argmax(1)
-        raw.update(labels, pred)
-        if return_predictions:
-            preds.append(pred)
-        if crf is not None:
-            pc = _crf_labels(images, probs, crf, workers)
-            cm_crf.update(labels, pc)
-            if return_predictions:
-                preds_crf.append(pc)
-    out = {"raw": raw, "crf": cm_crf}
-    if return_predictions:
-        out["pred"] = torch.cat(preds)
-        out["pred_crf"] = torch.cat(preds_crf) if preds_crf else None
-    return out
-
-
-@torch.no_grad()
-def classifier_scores(classifier: torch.nn.Module, dataset, batch_size: int = 64, device=None,
-                      amp: bool = True) -> torch.Tensor:
-    """Tag logits ``(N, K)`` of every image of ``dataset``."""
-    ds = preload(dataset)
-    device = torch.device(device) if device is not None else next(classifier.parameters()).device
-    was = classifier.training
-    classifier.eval()
-    outs = []
-    try:
-        for s in range(0, len(ds), batch_size):
-            x = ds.images[s:s + batch_size].to(device).float().div_(255.0)
-            with mixed_precision(device, amp):
-                outs.append(classifier(x)["logits"].float().cpu())
-    finally:
-        classifier.train(was)
-    return torch.cat(outs)
-
-
-def evaluate_classifier(classifier: torch.nn.Module, dataset, classes: Sequence[int] | None = None,
-                        batch_size: int = 64, device=None, amp: bool = True) -> dict:
-    """``{"map": float, "ap": (K,) per-class AP, "acc": per-label accuracy at logit 0,
-    "exact": fraction of images with every tag right}`` on ``dataset``."""
-    ds = preload(dataset)
-    logits = classifier_scores(classifier, ds, batch_size, device, amp)
-    t = ds.tags.float() if classes is None else ds.tags[:, list(classes)].float()
-    if t.shape != logits.shape:
-        raise InvalidInputError(f"classifier predicts {logits.shape[1]} tags but the chosen tag columns are "
-                                f"{t.shape[1]}; pass classes=")
-    ap = average_precision(logits, t)
-    correct = (logits > 0).float() == t
-    return {"map": ap["map"], "ap": ap["ap"], "acc": float(correct.float().mean()),
-            "exact": float(correct.all(1).float().mean())}

@@ -7,6 +7,8 @@ message on one line (traceback only with ``--debug``); library callers can catch
 
 from __future__ import annotations
 
+import os
+
 
 class WsssError(Exception):
     """Base class of every error whose message is meant for the user."""
@@ -30,3 +32,12 @@ class UnsafePathError(WsssError, ValueError):
 
 class CheckpointError(WsssError, RuntimeError):
     """A checkpoint cannot be written or is refused when loaded (e.g. unsafe pickle)."""
+
+
+def dataset_layout_error(dataset: str, root: str | os.PathLike | None, problem: str, tree: str,
+                         url: str | None = None) -> DatasetLayoutError:
+    """One readable :class:`DatasetLayoutError`: what is wrong, the expected tree, where to get the data."""
+    msg = f"{dataset}: {problem}\nroot: {root}\nexpected layout:\n{tree}"
+    if url:
+        msg += f"\nobtain it from: {url}"
+    return DatasetLayoutError(msg)

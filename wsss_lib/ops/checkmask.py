@@ -3,7 +3,7 @@
 An annotator looks at each generated fg/bg mask and accepts or rejects it with ONE click. We
 simulate the annotator with the ground truth: a mask is accepted when its IoU with the true
 foreground exceeds ``tau`` (default 0.5 [ours]). Training then uses the mask term only on accepted
-images; rejected images keep the tag term only (:func:`wsss_lib.losses.fgbg_prior_loss` with
+images; rejected images keep the tag term only (:func:`wsss_lib.ops.losses.fgbg_prior_loss` with
 ``accepted=``). The cost is reported as the number of clicks (one per checked image).
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
-from .masks import per_image_iou
+from ..core.errors import InvalidInputError
+from .masks import evaluate_masks, per_image_iou
 
 
 def simulate_checkmask(masks, labels, tau: float = 0.5, ignore_index: int = 255, noise: float = 0.0,
@@ -46,8 +46,6 @@ def simulate_checkmask(masks, labels, tau: float = 0.5, ignore_index: int = 255,
 
 def accepted_mask_quality(masks, labels, accepted, ignore_index: int = 255) -> dict:
     """Pooled mask IoU over all images vs. over the accepted ones only (what the check buys)."""
-    from .masks import evaluate_masks
-
     m = masks.cpu().numpy() if torch.is_tensor(masks) else np.asarray(masks)
     t = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
     a = np.asarray(accepted, dtype=bool)

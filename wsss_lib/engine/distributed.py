@@ -12,9 +12,9 @@ Gloo alone on CPU) and pins each process to the GPU ``LOCAL_RANK``. Without thes
 with ``WORLD_SIZE=1``) every helper here is a no-op and the code runs single-process exactly as
 before.
 
-What :func:`wsss_lib.train.fit` does with it (:class:`FitRun`):
+What :func:`wsss_lib.engine.train.fit` does with it (:class:`FitRun`):
 
-* the **global** batch ``B`` of step ``s`` (indices :func:`~wsss_lib.train.batch_indices` of
+* the **global** batch ``B`` of step ``s`` (indices :func:`~wsss_lib.engine.train.batch_indices` of
   ``(seed, s)``) is split into ``B / world`` consecutive samples per rank, so the seed and the
   global batch define the run whatever the number of processes (``B`` must be divisible);
 * :class:`~torch.nn.parallel.DistributedDataParallel` averages the gradients (the mean of the
@@ -29,12 +29,13 @@ What :func:`wsss_lib.train.fit` does with it (:class:`FitRun`):
 * the loss step receives the :class:`DDP` wrapper: it must call ``model(...)`` (attributes such
   as ``model.uses_flow`` are forwarded to the wrapped module).
 
-:func:`~wsss_lib.train.evaluate_segmentation` evaluates a contiguous shard per rank and sums the
-confusion matrices with ``all_reduce`` (exact integer counts; never an average of mIoUs).
-Dataset-scale jobs (masks, heatmaps, flow) shard with :mod:`wsss_lib.shard`.
+:func:`~wsss_lib.engine.predict.evaluate_segmentation` evaluates a contiguous shard per rank
+(:func:`eval_shard`) and sums the confusion matrices with ``all_reduce`` (exact integer counts;
+never an average of mIoUs). Dataset-scale jobs (masks, heatmaps, flow) shard with
+:mod:`wsss_lib.engine.shard`.
 
 Random augmentation written with :func:`batch_rand` (e.g. the horizontal flips of
-:mod:`wsss_lib.train`) draws the numbers of the whole global batch and keeps this rank's slice,
+:mod:`wsss_lib.engine.train`) draws the numbers of the whole global batch and keeps this rank's slice,
 so it too is independent of the world size. Dropout masks are drawn per rank: a model with active
 dropout trains equivalently, not bitwise identically, on different numbers of processes.
 """
@@ -53,7 +54,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import CheckpointError, InvalidInputError, WsssError
+from ..core.checkpoint import load_checkpoint
+from ..core.errors import CheckpointError, InvalidInputError, WsssError
+from ..core.metrics import ConfusionMatrix
+from ..core.runtime import select_device
 
 __all__ = [
     "DistInfo", "env_world", "is_distributed", "get_rank", "get_world_size", "is_main_process", "init_from_env",
@@ -135,10 +139,8 @@ _INITIALISED_HERE = False
 
 
 def local_device(device: str | torch.device | None = "auto") -> torch.device:
-    """The device of this process: :func:`~wsss_lib.runtime.select_device`, with an index-less
+    """The device of this process: :func:`~wsss_lib.core.runtime.select_device`, with an index-less
     ``cuda`` mapped to ``cuda:LOCAL_RANK`` when several processes run."""
-    from .runtime import select_device
-
     dev = select_device(device)
     if dev.type == "cuda" and dev.index is None:
         rank, world, local = env_world()
@@ -253,7 +255,7 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def reduce_confusion_matrix(cm):
-    """Sum a :class:`~wsss_lib.metrics.ConfusionMatrix`'s counts over ranks, in place (exact:
+    """Sum a :class:`~wsss_lib.core.metrics.ConfusionMatrix`'s counts over ranks, in place (exact:
     integer counts). mIoU must be computed from the summed matrix, never averaged over ranks."""
     if is_distributed():
         mat = cm.mat.to(torch.int64).contiguous()
@@ -414,7 +416,7 @@ class DDP(nn.parallel.DistributedDataParallel):
 
 
 class FitRun:
-    """Data-parallel plumbing of one :func:`~wsss_lib.train.fit` call (a no-op single-process).
+    """Data-parallel plumbing of one :func:`~wsss_lib.engine.train.fit` call (a no-op single-process).
 
     ``FitRun(device, batch_size)`` joins the torchrun group if there is one and checks that the
     global batch splits evenly; then ``wrap(model)`` (DDP + SyncBatchNorm),
@@ -484,8 +486,6 @@ class FitRun:
     def load_state(self, path, resume: bool, map_location) -> dict | None:
         """The checkpoint at ``path`` to resume from (None if absent or ``resume`` is False):
         read by rank 0 and broadcast (so nodes need not share a file system)."""
-        from .checkpoint import load_checkpoint
-
         if not self.active:
             return load_checkpoint(path, map_location=map_location) if path is not None and resume and \
                 path.is_file() else None
@@ -515,7 +515,7 @@ class EvalShard:
     """This rank's contiguous part of an evaluation dataset and how to combine the results.
 
     ``part = eval_shard(dataset)``; compute on ``part.dataset``; ``part.combine(result)`` sums
-    every :class:`~wsss_lib.metrics.ConfusionMatrix` in the result dict over ranks
+    every :class:`~wsss_lib.core.metrics.ConfusionMatrix` in the result dict over ranks
     (``all_reduce``) and concatenates the tensors named in ``cat`` in dataset order.
     """
 
@@ -534,7 +534,6 @@ class EvalShard:
     def combine(self, result: dict, cat: Sequence[str] = ("pred", "pred_crf")) -> dict:
         if self.world <= 1:
             return result
-        from .metrics import ConfusionMatrix
 
         out = dict(result)
         for k, v in result.items():
@@ -549,7 +548,7 @@ class EvalShard:
 
 def eval_shard(dataset) -> EvalShard:
     """:class:`EvalShard` of ``dataset`` (needs ``subset``, e.g. an
-    :class:`~wsss_lib.train.InMemoryDataset`) for this process; the whole dataset single-process."""
+    :class:`~wsss_lib.engine.train.InMemoryDataset`) for this process; the whole dataset single-process."""
     if env_world()[1] > 1:
         init_from_env()
     if is_distributed():

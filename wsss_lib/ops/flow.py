@@ -22,15 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import cv2
 
-from .errors import CorruptFileError, InvalidInputError
+from ..core.errors import InvalidInputError
+from ..core.io import to_uint8
 
 METHODS = ("farneback", "dis", "raft", "auto")
 SUBTRACTS = ("none", "median", "affine")
@@ -65,8 +67,6 @@ class FlowParams:
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
-    import cv2
-
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
@@ -82,7 +82,7 @@ def _gray(img: np.ndarray) -> np.ndarray:
 def raft_weights_path(small: bool = True) -> Path | None:
     """Path of torchvision's RAFT weights if already in the torch hub cache, else ``None``."""
     try:
-        from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights
+        from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights  # lazy: torchvision only for the VGG-16 / RAFT paths
     except ImportError:  # pragma: no cover - old torchvision
         return None
     w = Raft_Small_Weights.DEFAULT if small else Raft_Large_Weights.DEFAULT
@@ -105,7 +105,7 @@ _RAFT_CACHE: dict = {}
 def _raft_model(device: torch.device):
     key = str(device)
     if key not in _RAFT_CACHE:
-        from torchvision.models.optical_flow import raft_small
+        from torchvision.models.optical_flow import raft_small  # lazy: torchvision only for the VGG-16 / RAFT paths
 
         p = raft_weights_path(small=True)
         if p is None:
@@ -120,8 +120,6 @@ def _raft_model(device: torch.device):
 
 
 def _raft_flow(img1: np.ndarray, img2: np.ndarray, iters: int, device: torch.device) -> np.ndarray:
-    import torch.nn.functional as F
-
     model = _raft_model(device)
 
     def prep(im):
@@ -156,8 +154,6 @@ def compute_flow(img1: np.ndarray, img2: np.ndarray, params: FlowParams | None =
     -------
     float32 ``(H, W, 2)``: ``flow[y, x] = (dx, dy)`` such that ``img1[y, x] ~ img2[y + dy, x + dx]``.
     """
-    import cv2
-
     p = FlowParams(**{**asdict(params or FlowParams()), **overrides})
     method = resolve_method(p.method)
     a, b = np.asarray(img1), np.asarray(img2)
@@ -283,120 +279,12 @@ def flow_partners(samples: Sequence) -> list[tuple[int, float]]:
 
 
 # --------------------------------------------------------------------------------------------
-# caching flow for a whole dataset
-# --------------------------------------------------------------------------------------------
-def _safe_name(sample_id: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(sample_id)).strip("._")
-    if not name:
-        name = "sample"
-    return name + "_" + hashlib.sha1(str(sample_id).encode()).hexdigest()[:6]
-
-
-@dataclass
-class FlowCache:
-    """Where a dataset's flow fields live: ``<root>/<dataset name>/<method>-<hash>/<id>.npz``."""
-
-    root: Path
-    dataset: str
-    params: FlowParams = field(default_factory=FlowParams)
-
-    def __post_init__(self):
-        # "auto" is resolved now so the folder name says which method produced the files
-        self.params = FlowParams(**{**asdict(self.params), "method": resolve_method(self.params.method)})
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.root) / re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset) / self.params.key()
-
-    def path(self, sample_id: str) -> Path:
-        return self.folder / f"{_safe_name(sample_id)}.npz"
-
-    def load(self, sample_id: str) -> np.ndarray:
-        """Cached flow of one sample, float32 ``(H, W, 2)``."""
-        p = self.path(sample_id)
-        try:
-            with np.load(p) as z:
-                return z["flow"].astype(np.float32)
-        except FileNotFoundError as exc:
-            raise CorruptFileError(f"no cached flow for sample {sample_id!r} at {p}; run `wsss flow` first") from exc
-        except (OSError, ValueError, KeyError) as exc:
-            raise CorruptFileError(f"cached flow {p} is unreadable ({exc}); delete it and run `wsss flow` again") from exc
-
-    def save(self, sample_id: str, flow: np.ndarray) -> Path:
-        from .checkpoint import atomic_write_bytes
-        import io
-
-        buf = io.BytesIO()
-        np.savez_compressed(buf, flow=np.asarray(flow, dtype=np.float16))
-        return atomic_write_bytes(self.path(sample_id), buf.getvalue())
-
-
-def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = True, overwrite: bool = False,
-                         device: str | torch.device = "cpu", rank: int | None = None,
-                         world: int | None = None) -> dict:
-    """Compute and cache the flow of every sample (see :func:`flow_partners` for the pairing).
-
-    Only missing files are computed unless ``overwrite``. ``rank``/``world``: compute only this
-    process's shard (:func:`wsss_lib.shard.shard`; default torchrun's RANK/WORLD_SIZE, i.e. all
-    of it single-process; under torchrun the ranks wait for each other at the end; counts are
-    this rank's). Each file is written atomically. Returns a summary dict:
-    ``{"folder", "method", "computed", "cached", "mean_magnitude"}`` (magnitude over the computed
-    frames, NaN if none).
-    """
-    from tqdm.auto import tqdm
-
-    from .imageio import read_image
-
-    params = cache.params
-    method = params.method
-    partners = flow_partners(samples)
-    from .checkpoint import atomic_write_bytes
-    from .shard import resolve_rank_world, shard_indices
-
-    rank, world, from_launcher = resolve_rank_world(rank, world)
-    mine = shard_indices(len(samples), rank, world)  # decided before looking at the disk
-    todo = [i for i in mine if overwrite or not cache.path(samples[i].id).is_file()]
-    cache.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(cache.folder / "params.json", json.dumps(asdict(params), indent=2, sort_keys=True).encode())
-    mags = []
-    images: dict[int, np.ndarray] = {}
-
-    def img(i):
-        if i not in images:
-            if len(images) > 64:
-                images.clear()
-            images[i] = read_image(samples[i].image)
-        return images[i]
-
-    for i in tqdm(todo, desc=f"flow ({method})", disable=not progress or not todo, leave=False):
-        j, sign = partners[i]
-        a = img(i)
-        if j < 0:
-            flow = np.zeros(a.shape[:2] + (2,), np.float32)
-        else:
-            b = img(j)
-            if b.shape != a.shape:
-                raise CorruptFileError(f"frames {samples[i].image} and {samples[j].image} of one clip differ in size")
-            flow = sign * compute_flow(a, b, params, device=device)
-        cache.save(samples[i].id, flow)
-        mags.append(float(np.linalg.norm(flow, axis=-1).mean()))
-    if from_launcher and world > 1:
-        from .distributed import barrier
-
-        barrier()  # every rank's flow files exist before anyone reads them
-    return {"folder": str(cache.folder), "method": method, "computed": len(todo),
-            "cached": len(mine) - len(todo), "mean_magnitude": float(np.mean(mags)) if mags else float("nan")}
-
-
-# --------------------------------------------------------------------------------------------
 # a known-answer check
 # --------------------------------------------------------------------------------------------
 def textured_pair(dx: float, dy: float, size: tuple[int, int] = (96, 128), seed: int = 0,
                   blur: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """Two uint8 ``(H, W, 3)`` frames of a smooth random texture; the second is the first moved by
     ``(+dx, +dy)`` pixels (sub-pixel shifts by bilinear resampling), so the true flow is ``(dx, dy)``."""
-    import cv2
-
     h, w = int(size[0]), int(size[1])
     rng = np.random.default_rng(seed)
     big = cv2.GaussianBlur(rng.random((2 * h, 2 * w, 3)).astype(np.float32), (0, 0), blur)
@@ -404,7 +292,7 @@ def textured_pair(dx: float, dy: float, size: tuple[int, int] = (96, 128), seed:
     ox, oy = w // 2, h // 2
     a = cv2.warpAffine(big, np.float32([[1, 0, -ox], [0, 1, -oy]]), (w, h), flags=cv2.INTER_LINEAR)
     b = cv2.warpAffine(big, np.float32([[1, 0, -ox + dx], [0, 1, -oy + dy]]), (w, h), flags=cv2.INTER_LINEAR)
-    return (a * 255 + 0.5).astype(np.uint8), (b * 255 + 0.5).astype(np.uint8)
+    return to_uint8(torch.from_numpy(a)).numpy(), to_uint8(torch.from_numpy(b)).numpy()
 
 
 def translation_error(method: str = "farneback", shifts: Sequence[tuple[float, float]] = ((2.5, -1.5), (0.4, 0.7),

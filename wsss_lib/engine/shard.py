@@ -17,30 +17,37 @@ once and write one (or a few) files per image. :func:`run_sharded` is the one lo
 * under torchrun all ranks wait for each other at the end (so every output exists afterwards).
 
 Ready-made jobs: :func:`extract_masks_job` (paper 1: fused fg maps -> dense CRF -> mask PNGs),
-:func:`heatmaps_job` (paper 2: per-class heatmaps -> ``.npz``); flow caching shards inside
-:func:`wsss_lib.flow.compute_dataset_flow`.
+:func:`heatmaps_job` (paper 2: per-class heatmaps -> ``.npz``), :func:`compute_dataset_flow`
+(optical flow of every frame -> :class:`FlowCache`). The atomic writers themselves live in
+:mod:`wsss_lib.core.io`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
+import hashlib
 import json
 import os
 import re
-import secrets
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from ..core.errors import CorruptFileError, InvalidInputError, UnsafePathError
+from ..core.io import (atomic_output, atomic_write_bytes, fsync_path, read_image, remove_stale_temps, temp_path,
+                        to_uint8_image, write_output)
+from ..ops.flow import FlowParams, compute_flow, flow_partners, resolve_method
+from ..ops.heatmaps import class_heatmaps
+from ..ops.masks import extract_masks, refine_masks
 from .distributed import barrier as _barrier
 from .distributed import get_rank, get_world_size, shard_bounds
-from .errors import InvalidInputError, UnsafePathError
 
-__all__ = ["shard", "shard_indices", "resolve_rank_world", "atomic_output", "write_output", "remove_stale_temps",
-           "run_sharded", "safe_relpath", "dataset_ids", "extract_masks_job", "heatmaps_job"]
+__all__ = ["shard", "shard_indices", "resolve_rank_world", "run_sharded", "safe_relpath", "dataset_ids",
+           "extract_masks_job", "heatmaps_job", "FlowCache", "compute_dataset_flow"]
 
 
 def shard(items: Sequence, rank: int, world: int) -> list:
@@ -66,119 +73,6 @@ def resolve_rank_world(rank: int | None = None, world: int | None = None) -> tup
     if world < 1 or not 0 <= rank < world:
         raise InvalidInputError(f"need world >= 1 and 0 <= rank < world, got rank={rank}, world={world}")
     return rank, world, False
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-def _temp_for(path: Path) -> Path:
-    # hidden, unique, and with the target's suffix (PIL/numpy pick the format from it)
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """``with atomic_output(p) as tmp: write(tmp)`` — ``tmp`` (same folder, same suffix) is
-    fsynced and renamed to ``p`` when the block succeeds, deleted when it raises."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_for(path)
-    try:
-        yield tmp
-        if not tmp.is_file():
-            raise InvalidInputError(f"nothing was written for {path}")
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.\d+-[0-9a-f]{8}\.tmp(\.[^.]*)?$")
-
-
-def remove_stale_temps(paths: Sequence[str | os.PathLike]) -> int:
-    """Delete the temporary files that killed writers of ``paths`` left behind (one directory
-    listing per folder); returns how many were removed."""
-    by_dir: dict[Path, set[str]] = {}
-    for p in paths:
-        p = Path(p)
-        by_dir.setdefault(p.parent, set()).add(p.name)
-    n = 0
-    for folder, names in by_dir.items():
-        if not folder.is_dir():
-            continue
-        for entry in os.scandir(folder):
-            m = _TEMP_RE.match(entry.name)
-            if m and m.group("name") in names:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                    n += 1
-    return n
-
-
-def _as_numpy(value) -> np.ndarray:
-    return value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
-
-
-def write_output(path: str | os.PathLike, value: Any) -> Path:
-    """Write ``value`` to ``path`` (not atomically; :func:`run_sharded` passes a temp path).
-
-    ``value``: a callable ``f(path)`` that writes the file itself; ``bytes``; ``str`` (text); or,
-    by suffix: ``.png`` an int/bool label map ``(H, W)`` (palette PNG,
-    :func:`~wsss_lib.imageio.write_label`) or a uint8 image ``(H, W, 3)``; ``.npy`` an array;
-    ``.npz`` an array (key ``data``) or a dict of arrays (compressed); ``.pt`` tensors / plain
-    values (``torch.save``); ``.json`` plain values.
-    """
-    path = Path(path)
-    if callable(value):
-        value(path)
-        return path
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        path.write_bytes(bytes(value))
-        return path
-    if isinstance(value, str):
-        path.write_text(value)
-        return path
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        from .imageio import write_image, write_label
-
-        arr = _as_numpy(value)
-        if arr.ndim == 2:
-            if arr.dtype == bool:
-                arr = arr.astype(np.uint8)
-            elif np.issubdtype(arr.dtype, np.floating):
-                raise InvalidInputError(f"{path.name}: a .png output needs an integer label map or a bool mask "
-                                        "(threshold probabilities first) or a uint8 (H, W, 3) image")
-            write_label(path, arr)
-        else:
-            write_image(path, arr)
-    elif suffix == ".npy":
-        buf = io.BytesIO()
-        np.save(buf, _as_numpy(value))
-        path.write_bytes(buf.getvalue())
-    elif suffix == ".npz":
-        buf = io.BytesIO()
-        if isinstance(value, dict):
-            np.savez_compressed(buf, **{k: _as_numpy(v) for k, v in value.items()})
-        else:
-            np.savez_compressed(buf, data=_as_numpy(value))
-        path.write_bytes(buf.getvalue())
-    elif suffix == ".pt":
-        buf = io.BytesIO()
-        torch.save(value, buf)
-        path.write_bytes(buf.getvalue())
-    elif suffix == ".json":
-        path.write_text(json.dumps(value, indent=2, sort_keys=True))
-    else:
-        raise InvalidInputError(f"don't know how to write {type(value).__name__} to {path.name}; return bytes or "
-                                "a callable f(path), or use .png/.npy/.npz/.pt/.json")
-    return path
 
 
 # ----------------------------------------------------------------------------- the sharded loop
@@ -238,8 +132,6 @@ def run_sharded(items: Sequence, fn: Callable, out_paths: Callable | Sequence, r
     remove_stale_temps([p for i in todo for p in all_paths[i]])
     bar = None
     if progress and todo and (rank == 0 or not from_launcher):
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(todo), desc=f"{desc} [{rank}/{world}]" if world > 1 else desc, leave=False)
     step = 1 if batch_size is None else int(batch_size)
     computed = 0
@@ -279,12 +171,12 @@ def _commit(i: int, paths: list[Path], result) -> None:
     try:
         for p, v in zip(paths, outs):
             p.parent.mkdir(parents=True, exist_ok=True)
-            t = _temp_for(p)
+            t = temp_path(p)
             temps.append((t, p))
             write_output(t, v)
             if not t.is_file():
                 raise InvalidInputError(f"item {i}: nothing was written for {p}")
-            _fsync(t)
+            fsync_path(t)
         for t, p in temps:
             os.replace(t, p)
     except BaseException as exc:
@@ -328,17 +220,15 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
                       crf=None, batch_size: int = 32, device=None, crf_workers: int = 1, save_probs: bool = False,
                       rank: int | None = None, world: int | None = None, progress: bool = True,
                       overwrite: bool = False, **mask_kw) -> dict:
-    """Paper-1 fg/bg masks for a whole dataset, sharded: :func:`~wsss_lib.masks.extract_masks`
+    """Paper-1 fg/bg masks for a whole dataset, sharded: :func:`~wsss_lib.ops.masks.extract_masks`
     (fused maps; ``mask_kw``: layers, weights, aggregate, normalize, align, normalize_each), then
-    the dense CRF (:func:`~wsss_lib.masks.refine_masks` with ``crf`` = a
-    :class:`~wsss_lib.crf.CRFParams`/dict; ``crf=None`` thresholds the fused map instead).
+    the dense CRF (:func:`~wsss_lib.ops.masks.refine_masks` with ``crf`` = a
+    :class:`~wsss_lib.ops.crf.CRFParams`/dict; ``crf=None`` thresholds the fused map instead).
 
     Writes ``<out_dir>/<id>.png`` (0 = background, 1 = foreground, the format of
-    :func:`wsss_lib.crf.write_masks`) and, with ``save_probs``, ``<out_dir>/<id>.npz`` (``fg``
+    :func:`wsss_lib.core.io.write_masks`) and, with ``save_probs``, ``<out_dir>/<id>.npz`` (``fg``
     float16 ``(H, W)`` in [0, 1]). Returns :func:`run_sharded`'s summary.
     """
-    from .masks import extract_masks, refine_masks
-
     out_dir = Path(out_dir)
     ids = dataset_ids(dataset)
     items = list(range(len(ids)))
@@ -351,7 +241,7 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
         images = _images(dataset, batch)
         fused = extract_masks(classifier, images, None, batch_size=batch_size, device=device, **mask_kw)["fused"]
         if crf is not None:
-            u8 = np.ascontiguousarray((images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+            u8 = to_uint8_image(images)
             probs = torch.from_numpy(refine_masks(list(u8), fused, threshold, crf, workers=crf_workers))
             fg = probs >= 0.5
         else:
@@ -367,11 +257,9 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
 def heatmaps_job(classifier: torch.nn.Module, dataset, out_dir: str | os.PathLike, *, layer: str = "score",
                  normalisation: str = "minmax", batch_size: int = 16, device=None, rank: int | None = None,
                  world: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
-    """Paper-2 per-class heatmaps (:func:`~wsss_lib.heatmaps.class_heatmaps`) for a whole dataset,
+    """Paper-2 per-class heatmaps (:func:`~wsss_lib.ops.heatmaps.class_heatmaps`) for a whole dataset,
     sharded: ``<out_dir>/<id>.npz`` with ``heatmaps`` float16 ``(K, H, W)`` in [0, 1]. Returns
     :func:`run_sharded`'s summary."""
-    from .heatmaps import class_heatmaps
-
     out_dir = Path(out_dir)
     ids = dataset_ids(dataset)
     dev = torch.device(device) if device is not None else next(classifier.parameters()).device
@@ -383,3 +271,97 @@ def heatmaps_job(classifier: torch.nn.Module, dataset, out_dir: str | os.PathLik
 
     return run_sharded(list(range(len(ids))), fn, lambda i: out_dir / f"{safe_relpath(ids[i])}.npz", rank, world,
                        progress, batch_size=batch_size, overwrite=overwrite, desc="heatmaps")
+
+
+# ----------------------------------------------------------------------------- optical-flow cache
+
+def _safe_name(sample_id: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(sample_id)).strip("._")
+    if not name:
+        name = "sample"
+    return name + "_" + hashlib.sha1(str(sample_id).encode()).hexdigest()[:6]
+
+
+@dataclass
+class FlowCache:
+    """Where a dataset's flow fields live: ``<root>/<dataset name>/<method>-<hash>/<id>.npz``."""
+
+    root: Path
+    dataset: str
+    params: FlowParams = field(default_factory=FlowParams)
+
+    def __post_init__(self):
+        # "auto" is resolved now so the folder name says which method produced the files
+        self.params = FlowParams(**{**asdict(self.params), "method": resolve_method(self.params.method)})
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root) / re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset) / self.params.key()
+
+    def path(self, sample_id: str) -> Path:
+        return self.folder / f"{_safe_name(sample_id)}.npz"
+
+    def load(self, sample_id: str) -> np.ndarray:
+        """Cached flow of one sample, float32 ``(H, W, 2)``."""
+        p = self.path(sample_id)
+        try:
+            with np.load(p) as z:
+                return z["flow"].astype(np.float32)
+        except FileNotFoundError as exc:
+            raise CorruptFileError(f"no cached flow for sample {sample_id!r} at {p}; run `wsss flow` first") from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise CorruptFileError(f"cached flow {p} is unreadable ({exc}); delete it and run `wsss flow` again") from exc
+
+    def encode(self, flow: np.ndarray) -> dict:
+        """What a cache file holds: ``{"flow": float16 (H, W, 2)}`` (:func:`write_output` writes it)."""
+        return {"flow": np.asarray(flow, dtype=np.float16)}
+
+    def save(self, sample_id: str, flow: np.ndarray) -> Path:
+        with atomic_output(self.path(sample_id)) as tmp:
+            write_output(tmp, self.encode(flow))
+        return self.path(sample_id)
+
+
+def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = True, overwrite: bool = False,
+                         device: str | torch.device = "cpu", rank: int | None = None,
+                         world: int | None = None) -> dict:
+    """Compute and cache the flow of every sample (see :func:`~wsss_lib.ops.flow.flow_partners` for
+    the pairing): a :func:`run_sharded` job, one ``.npz`` per frame (``FlowCache.path``).
+
+    Only missing files are computed unless ``overwrite``. ``rank``/``world``: compute only this
+    process's shard (default torchrun's RANK/WORLD_SIZE, i.e. all of it single-process; under
+    torchrun the ranks wait for each other at the end; counts are this rank's). Returns
+    ``{"folder", "method", "computed", "cached", "mean_magnitude"}`` (magnitude over the computed
+    frames, NaN if none).
+    """
+    params = cache.params
+    partners = flow_partners(samples)
+    cache.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(cache.folder / "params.json", json.dumps(asdict(params), indent=2, sort_keys=True).encode())
+    mags: list[float] = []
+    images: dict[int, np.ndarray] = {}
+
+    def img(i):
+        if i not in images:
+            if len(images) > 64:
+                images.clear()
+            images[i] = read_image(samples[i].image)
+        return images[i]
+
+    def fn(i):
+        j, sign = partners[i]
+        a = img(i)
+        if j < 0:
+            flow = np.zeros(a.shape[:2] + (2,), np.float32)
+        else:
+            b = img(j)
+            if b.shape != a.shape:
+                raise CorruptFileError(f"frames {samples[i].image} and {samples[j].image} of one clip differ in size")
+            flow = sign * compute_flow(a, b, params, device=device)
+        mags.append(float(np.linalg.norm(flow, axis=-1).mean()))
+        return cache.encode(flow)
+
+    res = run_sharded(list(range(len(samples))), fn, lambda i: cache.path(samples[i].id), rank, world, progress,
+                      overwrite=overwrite, desc=f"flow ({params.method})")
+    return {"folder": str(cache.folder), "method": params.method, "computed": res["computed"],
+            "cached": res["skipped"], "mean_magnitude": float(np.mean(mags)) if mags else float("nan")}

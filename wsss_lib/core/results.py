@@ -8,12 +8,11 @@ and ``results.md``; tests read them back and assert on the values (never on "it 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes
+from .io import atomic_write_bytes, to_jsonable
 
 
 def default_output_dir() -> Path:
@@ -24,7 +23,7 @@ def default_output_dir() -> Path:
     env = os.environ.get("WSSS_OUTPUT_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]  # wsss_lib/core/results.py -> the checkout
     if (checkout / "notebooks").is_dir() and (checkout / "pyproject.toml").is_file():
         return checkout / "runs" / "latest"
     return Path.cwd() / "runs" / "latest"
@@ -35,21 +34,6 @@ def output_dir(path: str | os.PathLike | None = None) -> Path:
     p = Path(path) if path else default_output_dir()
     p.mkdir(parents=True, exist_ok=True)
     return p
-
-
-def _plain(x: Any) -> Any:
-    """Convert numpy/torch scalars and arrays to JSON-safe plain values (NaN -> None)."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if hasattr(x, "tolist"):
-        return _plain(x.tolist())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, (bool, int, float, str)) or x is None:
-        return x
-    return str(x)
 
 
 def record(notebook: str, metrics: dict, out_dir: str | os.PathLike | None = None) -> Path:
@@ -65,7 +49,7 @@ def record(notebook: str, metrics: dict, out_dir: str | os.PathLike | None = Non
             data = json.loads(path.read_text())
         except json.JSONDecodeError:
             data = {}
-    data.update(_plain(metrics))
+    data.update(to_jsonable(metrics))
     atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True).encode())
     print(f"[wsss] recorded {len(metrics)} metric(s) for {notebook} -> {path}")
     return path

@@ -2,20 +2,20 @@
 
 * :func:`load_video_data` — frames of a dataset split (any ``(DatasetInfo, samples)``) in memory,
   each with its encoded optical-flow image (``extra["flow"]`` uint8 ``(N, 3, H, W)``, see
-  :mod:`wsss_lib.flow`).
-* :func:`compute_regions` — heatmap regions of every training frame (:mod:`wsss_lib.heatmaps`),
+  :mod:`wsss_lib.ops.flow`).
+* :func:`compute_regions` — heatmap regions of every training frame (:mod:`wsss_lib.ops.heatmaps`),
   stored as uint8 ``(N, C, H, W)`` (``255`` = weight 1).
 * :func:`compute_fgbg_masks` — paper 1's single fg/bg mask (fused conv activations of the tag
-  classifier, :func:`wsss_lib.masks.extract_masks`, optional dense CRF) for the single-background
+  classifier, :func:`wsss_lib.ops.masks.extract_masks`, optional dense CRF) for the single-background
   baseline.
 * :func:`build_video_model` / :func:`train_video_model` — the four models compared in notebook 07
   (``kind``):
 
-  ``"appearance"``  SegNet on RGB, all C classes, :func:`~wsss_lib.losses.region_loss` with
+  ``"appearance"``  SegNet on RGB, all C classes, :func:`~wsss_lib.ops.losses.region_loss` with
                     heatmap regions (every tagged class, fg or bg, rewarded over its own region);
   ``"two_stream"``  :class:`~wsss_lib.models.two_stream.TwoStreamNet` (RGB + flow), same loss;
   ``"single_bg"``   paper 1's approach: SegNet with K_fg + 1 outputs (all background classes
-                    collapsed into one), :func:`~wsss_lib.losses.fgbg_prior_loss` with the fused
+                    collapsed into one), :func:`~wsss_lib.ops.losses.fgbg_prior_loss` with the fused
                     fg/bg mask;
   ``"full"``        SegNet on RGB trained with pixel labels (cross-entropy): the upper bound.
 
@@ -33,15 +33,30 @@ is not an artefact of the mapping.
 
 from __future__ import annotations
 
+import copy
+
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .errors import InvalidInputError
-from .metrics import ConfusionMatrix
-from .runtime import autocast
+from ..core.config import PRESETS
+from ..core.errors import InvalidInputError
+from ..core.io import to_uint8
+from ..core.metrics import ConfusionMatrix
+from ..core.runtime import predict_batches
+from ..data.base import SegmentationDataset
+from ..engine.train import fit, hflip_batch, preload
+from ..models.backbones import build_backbone
+from ..models.deeplab import SegNet
+from ..models.two_stream import TwoStreamNet
+from ..ops.crf import CRFParams
+from ..ops.flow import default_max_flow, encode_flow
+from ..ops.heatmaps import class_heatmaps, heatmap_regions, regions_to_label
+from ..ops.losses import cross_entropy, fgbg_prior_loss, region_loss
+from ..ops.masks import choose_threshold, extract_masks, refine_masks
 
 KINDS = ("appearance", "two_stream", "single_bg", "full")
 
@@ -56,20 +71,16 @@ def load_video_data(info, samples: Sequence, size: tuple[int, int] | None = None
     ----------
     info, samples: a dataset split (e.g. ``load_dataset("toy_streets", root, "train")``).
     size: ``(H, W)`` to resize to (default: stored size; frames must then share one size).
-    flow_cache: a :class:`~wsss_lib.flow.FlowCache` with the split's flow computed
-        (:func:`~wsss_lib.flow.compute_dataset_flow`); ``None`` -> no ``flow`` field.
-    max_flow, flow_normalisation, flow_subtract: :func:`~wsss_lib.flow.encode_flow` settings;
+    flow_cache: a :class:`~wsss_lib.engine.shard.FlowCache` with the split's flow computed
+        (:func:`~wsss_lib.engine.shard.compute_dataset_flow`); ``None`` -> no ``flow`` field.
+    max_flow, flow_normalisation, flow_subtract: :func:`~wsss_lib.ops.flow.encode_flow` settings;
         ``max_flow`` is in pixels of the *stored* frame.
 
     Returns
     -------
-    :class:`~wsss_lib.train.InMemoryDataset` (``images`` uint8 ``(N, 3, H, W)``, ``labels``,
+    :class:`~wsss_lib.engine.train.InMemoryDataset` (``images`` uint8 ``(N, 3, H, W)``, ``labels``,
     ``tags`` ``(N, C)``, ``extra["flow"]`` uint8 ``(N, 3, H, W)`` = flow image x 255).
     """
-    from .data.base import SegmentationDataset
-    from .flow import encode_flow
-    from .train import preload
-
     ds = preload(SegmentationDataset(info, samples, size=size), progress=progress, desc="frames")
     if flow_cache is None:
         return ds
@@ -77,8 +88,6 @@ def load_video_data(info, samples: Sequence, size: tuple[int, int] | None = None
     flows = torch.empty((len(samples), 3, H, W), dtype=torch.uint8)
     it = range(len(samples))
     if progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(it, desc="flow images", leave=False)
     for i in it:
         f = torch.from_numpy(flow_cache.load(samples[i].id)).permute(2, 0, 1)[None]  # (1, 2, h, w)
@@ -90,30 +99,16 @@ def load_video_data(info, samples: Sequence, size: tuple[int, int] | None = None
             f[:, 1] *= H / h
             mf = None if max_flow is None else max_flow * W / w
         if mf is None:
-            from .flow import default_max_flow
-
             mf = default_max_flow(W)
         enc = encode_flow(f, max_flow=mf, normalisation=flow_normalisation, subtract=flow_subtract)
-        flows[i] = (enc[0] * 255 + 0.5).to(torch.uint8)
+        flows[i] = to_uint8(enc[0])
     return ds.with_extra(flow=flows)
 
 
 def hflip_video_batch(batch: dict) -> dict:
-    """Flip a random half of a batch horizontally (torch RNG): image, label, regions, fg_mask and
-    flow (whose x channel is mirrored, ``v -> 1 - v``, since dx changes sign)."""
-    flip = torch.rand(batch["image"].shape[0]) < 0.5
-    if not flip.any():
-        return batch
-    out = dict(batch)
-    for k in ("image", "label", "regions", "fg_mask", "flow"):
-        if k in out and torch.is_tensor(out[k]) and out[k].ndim >= 3:
-            v = out[k].clone()
-            v[flip] = v[flip].flip(-1)
-            if k == "flow":
-                top = 255 if v.dtype == torch.uint8 else 1.0
-                v[flip, 0] = top - v[flip, 0]
-            out[k] = v
-    return out
+    """Flip a random half of a batch horizontally: image, label, regions, fg_mask and flow (whose x
+    channel is mirrored, ``v -> 1 - v``, since dx changes sign); :func:`~wsss_lib.engine.train.hflip_batch`."""
+    return hflip_batch(batch, ("image", "label", "regions", "fg_mask", "flow"), mirror=("flow",))
 
 
 def flow_input(batch: dict, device) -> torch.Tensor:
@@ -139,10 +134,8 @@ def compute_regions(classifier: torch.nn.Module, ds, layer: str = "score", norma
                     device=None, progress: bool = False) -> torch.Tensor:
     """Heatmap regions of every frame of ``ds`` from its tags: uint8 ``(N, C, H, W)`` (x 255).
 
-    Settings as :func:`wsss_lib.heatmaps.class_heatmaps` / :func:`~wsss_lib.heatmaps.heatmap_regions`.
+    Settings as :func:`wsss_lib.ops.heatmaps.class_heatmaps` / :func:`~wsss_lib.ops.heatmaps.heatmap_regions`.
     """
-    from .heatmaps import class_heatmaps, heatmap_regions
-
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
     n = len(ds)
     C = ds.tags.shape[1]
@@ -150,15 +143,13 @@ def compute_regions(classifier: torch.nn.Module, ds, layer: str = "score", norma
     out = torch.empty((n, C, H, W), dtype=torch.uint8)
     it = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(it, desc="heatmap regions", leave=False)
     for s in it:
         x = ds.images[s:s + batch_size].to(device).float().div_(255.0)
         hm = class_heatmaps(classifier, x, layer=layer, normalisation=normalisation, batch_size=batch_size)
         reg = heatmap_regions(hm, ds.tags[s:s + batch_size].to(device), threshold=threshold, mode=mode,
                               images=x.cpu() if crf else None, crf=crf, complement=complement)
-        out[s:s + batch_size] = (reg.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu()
+        out[s:s + batch_size] = to_uint8(reg).cpu()
     return out
 
 
@@ -167,14 +158,12 @@ def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = 
                        background: Sequence[int] = (), crf_workers: int = 1, progress: bool = False) -> dict:
     """Paper 1's fg/bg masks of ``ds`` for the single-background baseline.
 
-    Fused activations (:func:`wsss_lib.masks.extract_masks`) of ``layers``; the threshold is
+    Fused activations (:func:`wsss_lib.ops.masks.extract_masks`) of ``layers``; the threshold is
     ``threshold`` or, when ``val_ds`` is given, the one with the best fg/bg mask IoU on it (all
     classes not in ``background`` are foreground); ``crf`` (``CRFParams``/dict/True) refines the
-    masks with a dense CRF (:func:`wsss_lib.masks.refine_masks`). Returns ``{"masks": float16
+    masks with a dense CRF (:func:`wsss_lib.ops.masks.refine_masks`). Returns ``{"masks": float16
     (N, H, W) in {0, 1}, "threshold": t, "maps": float (N, H, W)}``.
     """
-    from .masks import choose_threshold, extract_masks, refine_masks
-
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
     maps = extract_masks(classifier, ds.images.float().div(255.0), layers=tuple(layers), device=device,
                          progress=progress)["fused"]
@@ -185,8 +174,6 @@ def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = 
             vm = extract_masks(classifier, val_ds.images.float().div(255.0), layers=tuple(layers), device=device)["fused"]
             threshold, _ = choose_threshold(vm, fg_binary_labels(val_ds.labels, background))
     if crf:
-        from .crf import CRFParams
-
         params = CRFParams() if crf is True else crf
         # in-process (workers=1): a forked CRF pool can hang inside a Jupyter kernel whose torch
         # threads are running; 96x128 frames take ~10 ms each
@@ -218,28 +205,27 @@ def single_bg_label_map(info, train_labels: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ models
-def default_model_config(**overrides) -> dict:
-    """Architecture settings of the video models (the ``video_seg`` preset fills them)."""
-    cfg = {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1], "output_stride": 8,
-           "head": "largefov",
-           "head_width": 128, "head_dilation": 4, "dropout": 0.3, "motion_widths": [8, 16, 32, 32, 32],
-           "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1}
-    unknown = set(overrides) - set(cfg)
+ARCH_KEYS = ("backbone", "widths", "depths", "output_stride", "head", "head_width", "head_dilation", "dropout",
+             "motion_widths", "motion_depths", "fuse_stage", "late_fusion", "fusion_kernel")
+
+
+def model_config(cfg: dict | None = None, **overrides) -> dict:
+    """Architecture settings of the video models: the :data:`ARCH_KEYS` of ``cfg`` (e.g. a
+    ``video_seg`` preset or a checkpoint's stored one) and ``overrides`` on top of the defaults,
+    which live in ONE place, ``config.PRESETS["video_seg"]``. Unknown override keys raise."""
+    unknown = set(overrides) - set(ARCH_KEYS)
     if unknown:
-        raise InvalidInputError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(cfg)}")
-    cfg.update(overrides)
-    return cfg
+        raise InvalidInputError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(ARCH_KEYS)}")
+    base = PRESETS["video_seg"]["default"]
+    merged = {**base, **(cfg or {}), **overrides}
+    return {k: copy.deepcopy(merged[k]) for k in ARCH_KEYS}
 
 
 def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
-    """The network for ``kind`` (see module docstring); ``model_cfg`` as :func:`default_model_config`."""
-    from .models.backbones import build_backbone
-    from .models.deeplab import SegNet
-    from .models.two_stream import TwoStreamNet
-
+    """The network for ``kind`` (see module docstring); ``model_cfg``: architecture keys, see :func:`model_config`."""
     if kind not in KINDS:
         raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
-    cfg = default_model_config(**model_cfg)
+    cfg = model_config(**model_cfg)
     bb_kw = {"widths": cfg["widths"], "depths": cfg["depths"]} if cfg["backbone"] == "small_vgg" else {}
     bb_kw["output_stride"] = cfg["output_stride"]
     n_out = len(info.foreground) + 1 if kind == "single_bg" else info.num_classes
@@ -253,37 +239,13 @@ def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
                         fusion_kernel=cfg["fusion_kernel"])
 
 
-def copy_matching(dst: torch.nn.Module, src: torch.nn.Module) -> int:
-    """Copy every parameter/buffer of ``src`` whose name and shape match one of ``dst``; returns the count."""
-    d = dst.state_dict()
-    n = 0
-    for k, v in src.state_dict().items():
-        if k in d and d[k].shape == v.shape:
-            d[k] = v.clone()
-            n += 1
-    dst.load_state_dict(d)
-    return n
-
-
-def init_from_classifier(model: torch.nn.Module, classifier: torch.nn.Module) -> int:
-    """Initialise a video model's RGB backbone(s) from the tag classifier's backbone where the
-    stages match (the papers initialise from the classification net); returns tensors copied."""
-    src = classifier.backbone
-    if hasattr(model, "appearance"):
-        n = copy_matching(model.appearance.backbone, src)
-        return n + copy_matching(model.spatiotemporal.backbone, src)
-    return copy_matching(model.backbone, src)
-
-
 def video_loss_step(kind: str, fg_classes: Sequence[int] = (), pooling: str = "mean", absent_pooling: str = "max",
                     augment: bool = True):
-    """``loss_step(model, batch, device)`` for :func:`wsss_lib.train.fit` (see module docstring).
+    """``loss_step(model, batch, device)`` for :func:`wsss_lib.engine.train.fit` (see module docstring).
 
     The batch carries ``regions`` uint8 (appearance / two_stream), ``fg_mask`` (single_bg),
     ``flow`` (two_stream); ``pooling``/``absent_pooling`` go to the region loss.
     """
-    from .losses import cross_entropy, fgbg_prior_loss, region_loss
-
     if kind not in KINDS:
         raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
     fg = torch.as_tensor(list(fg_classes), dtype=torch.long)
@@ -309,14 +271,12 @@ def train_video_model(kind: str, model: torch.nn.Module, train_ds, info, *, regi
                       fg_masks: torch.Tensor | None = None, steps: int = 300, batch_size: int = 16, lr: float = 2e-3,
                       optimizer: str = "adamw", weight_decay: float = 1e-4, pooling: str = "mean",
                       absent_pooling: str = "max", augment: bool = True, **fit_kw) -> dict:
-    """Train one video model with :func:`wsss_lib.train.fit`; returns its history.
+    """Train one video model with :func:`wsss_lib.engine.train.fit`; returns its history.
 
     ``regions`` uint8 ``(N, C, H, W)`` (:func:`compute_regions`) for appearance / two_stream;
     ``fg_masks`` ``(N, H, W)`` in [0, 1] (:func:`compute_fgbg_masks`) for single_bg.
     ``fit_kw``: device, seed, checkpoint_path, resume, amp, config, progress, ...
     """
-    from .train import fit
-
     if kind not in KINDS:
         raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
     extra = {}
@@ -338,33 +298,25 @@ def train_video_model(kind: str, model: torch.nn.Module, train_ds, info, *, regi
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-@torch.no_grad()
 def predict_video(model: torch.nn.Module, ds, device=None, batch_size: int = 32, amp: bool = True,
                   label_map: torch.Tensor | None = None, return_probs: bool = False):
     """Label maps int64 ``(N, H, W)`` of every frame (in dataset classes when ``label_map``
     ``(n_out,)`` maps the model's outputs to them); with ``return_probs`` also the softmax
     ``(N, n_out, H, W)`` float16."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was = model.training
-    model.eval()
-    preds, probs = [], []
     H, W = ds.images.shape[-2:]
-    try:
-        for s in range(0, len(ds), batch_size):
-            batch = ds.get_batch(np.arange(s, min(len(ds), s + batch_size)))
-            with autocast(device, amp):
-                lg = model_logits(model, batch, device)
-            lg = F.interpolate(lg.float(), size=(H, W), mode="bilinear", align_corners=False)
-            p = lg.argmax(1).cpu()
-            if label_map is not None:
-                p = label_map.cpu()[p]
-            preds.append(p)
-            if return_probs:
-                probs.append(torch.softmax(lg, 1).half().cpu())
-    finally:
-        model.train(was)
-    pred = torch.cat(preds)
-    return (pred, torch.cat(probs)) if return_probs else pred
+
+    def forward(lo, hi, dev):
+        return model_logits(model, ds.get_batch(np.arange(lo, hi)), dev)
+
+    def post(lg, lo, hi):
+        lg = F.interpolate(lg.float(), size=(H, W), mode="bilinear", align_corners=False)
+        p = lg.argmax(1).cpu()
+        if label_map is not None:
+            p = label_map.cpu()[p]
+        return (p, torch.softmax(lg, 1).half().cpu()) if return_probs else p
+
+    return predict_batches(model, len(ds), forward, post, batch_size=batch_size, device=device, amp=amp,
+                           desc="video")
 
 
 def video_scores(cm: ConfusionMatrix, info) -> dict:
@@ -407,8 +359,6 @@ def evaluate_video(model: torch.nn.Module, ds, info, device=None, batch_size: in
 def pseudo_label_scores(regions: torch.Tensor, labels: torch.Tensor, info) -> dict:
     """How good the training supervision is: the regions' argmax vs GT (unassigned pixels are
     left out) -> :func:`video_scores` + ``"coverage"`` (fraction of pixels assigned)."""
-    from .heatmaps import regions_to_label
-
     lab = regions_to_label(regions.float(), info.ignore_index)
     target = torch.where(lab == info.ignore_index, torch.full_like(labels.long(), info.ignore_index), labels.long())
     res = evaluate_predictions(lab.clamp(max=info.num_classes - 1), target, info)
@@ -423,7 +373,7 @@ def binary_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # lazy: scipy is heavy and needed by this function only
 
     ranks = torch.from_numpy(rankdata(s.numpy()))
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

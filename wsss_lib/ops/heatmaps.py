@@ -14,8 +14,8 @@ reconstruction ([ours], each choice a parameter):
 3. :func:`heatmap_regions` — for each *tagged* class the pixels where its normalised heatmap is
    the largest among the tagged classes (``mode="argmax"``, default) and at least
    ``threshold``; ``mode="soft"`` keeps the heatmap value as a weight instead; optionally refined
-   by a dense CRF (:func:`wsss_lib.crf.dense_crf`) over the tagged classes. The result,
-   ``regions (B, C, H, W)`` in [0, 1], is what :func:`wsss_lib.losses.region_loss` rewards.
+   by a dense CRF (:func:`wsss_lib.ops.crf.dense_crf`) over the tagged classes. The result,
+   ``regions (B, C, H, W)`` in [0, 1], is what :func:`wsss_lib.ops.losses.region_loss` rewards.
 
 All functions are batched and run on CPU or GPU.
 """
@@ -28,38 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
+from ..core.errors import InvalidInputError
+from ..core.io import to_uint8_image
+from ..core.runtime import predict_batches
+from . import crf as crf_mod
+from .masks import normalize_maps
 
 NORMALISATIONS = ("minmax", "max", "sigmoid", "softmax", "none")
 REGION_MODES = ("argmax", "soft")
-
-
-def build_heatmap_classifier(num_classes: int, backbone: str = "small_vgg", last_stage: str = "conv5",
-                             pooling: str = "lse", lse_r: float = 5.0, dropout: float = 0.0, hidden: int = 0,
-                             **backbone_kw) -> torch.nn.Module:
-    """A multi-label :class:`~wsss_lib.models.TagClassifier` over all classes whose score maps
-    come from stage ``last_stage`` [ours].
-
-    Stages after ``last_stage`` are replaced by identities, which bounds the receptive field of a
-    score-map cell (SmallVGG ``depths=(1, 1, 2, 1, 1)``: ~26 px at ``"conv3"`` vs the whole 96x128
-    frame at ``"conv5"``): a cell must then recognise its class from a local patch, so the maps
-    localise background "stuff" instead of firing on the whole image from context.
-    ``backbone_kw`` go to :func:`~wsss_lib.models.build_backbone` (``widths``, ``depths``...).
-    """
-    from torch import nn
-
-    from .models.backbones import build_backbone
-    from .models.classifier import TagClassifier
-
-    bb = build_backbone(backbone, **backbone_kw)
-    names = list(bb.stages.keys())
-    if last_stage not in names:
-        raise InvalidInputError(f"last_stage must be one of {names}, got {last_stage!r}")
-    for n in names[names.index(last_stage) + 1:]:
-        bb.stages[n] = nn.Identity()
-        bb.channels[n] = bb.channels[last_stage]
-        bb.strides[n] = bb.strides[last_stage]
-    return TagClassifier(bb, num_classes, pooling=pooling, lse_r=lse_r, dropout=dropout, hidden=hidden)
 
 
 def _check_maps(maps: torch.Tensor, name: str = "maps") -> None:
@@ -87,13 +63,8 @@ def normalise_maps(maps: torch.Tensor, method: str = "minmax", eps: float = 1e-6
     if method not in NORMALISATIONS:
         raise InvalidInputError(f"unknown normalisation {method!r}; use one of {NORMALISATIONS}")
     m = maps.float()
-    if method == "minmax":
-        lo = m.amin(dim=(2, 3), keepdim=True)
-        hi = m.amax(dim=(2, 3), keepdim=True)
-        return ((m - lo) / (hi - lo).clamp(min=eps)).clamp(0, 1)
-    if method == "max":
-        r = m.clamp(min=0)
-        return (r / r.amax(dim=(2, 3), keepdim=True).clamp(min=eps)).clamp(0, 1)
+    if method in ("minmax", "max"):
+        return normalize_maps(m, method, eps)  # the one min-max / max rescaling (ops.masks)
     if method == "sigmoid":
         return torch.sigmoid(m)
     if method == "softmax":
@@ -161,19 +132,17 @@ def class_heatmaps(classifier: torch.nn.Module, images: torch.Tensor, layer: str
                                 f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
     if normalisation not in NORMALISATIONS:
         raise InvalidInputError(f"unknown normalisation {normalisation!r}; use one of {NORMALISATIONS}")
-    was_training = classifier.training
-    classifier.eval()
     size = tuple(size) if size is not None else tuple(images.shape[-2:])
-    outs = []
-    try:
-        for i in range(0, images.shape[0], max(1, int(batch_size))):
-            x = images[i:i + batch_size].float().contiguous()
-            raw = raw_class_maps(classifier, x, layer)
-            maps = normalise_maps(raw, normalisation)
-            outs.append(F.interpolate(maps, size=size, mode="bilinear", align_corners=False).clamp_(0, 1))
-    finally:
-        classifier.train(was_training)
-    return torch.cat(outs, 0)
+
+    def forward(lo, hi, device):  # Grad-CAM needs gradients; no autocast (amp=False), as before
+        return raw_class_maps(classifier, images[lo:hi].float().contiguous(), layer)
+
+    def post(raw, lo, hi):
+        maps = normalise_maps(raw, normalisation)
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).clamp_(0, 1)
+
+    return predict_batches(classifier, images.shape[0], forward, post, batch_size=batch_size, amp=False, grad=True,
+                           desc="heatmaps")
 
 
 def ubiquitous_classes(tags, min_freq: float = 0.95) -> list[int]:
@@ -200,7 +169,7 @@ def heatmap_regions(heatmaps: torch.Tensor, tags: torch.Tensor, threshold: float
     mode: ``"argmax"`` -> ``regions[b, k] = 1`` where k is the tagged class with the largest
         heatmap; ``"soft"`` -> the same pixels weighted by that heatmap value.
     images: float ``(B, 3, H, W)`` in [0, 1] (or uint8 ``(B, H, W, 3)``); needed only with ``crf``.
-    crf: ``None``, ``True`` (default :class:`wsss_lib.crf.CRFParams`) or a ``CRFParams``: the
+    crf: ``None``, ``True`` (default :class:`wsss_lib.ops.crf.CRFParams`) or a ``CRFParams``: the
         tagged classes' heatmaps (normalised to sum 1 per pixel) are refined by a dense CRF and
         the argmax of its output replaces the raw argmax (the threshold still applies to the raw
         maps).
@@ -241,8 +210,6 @@ def heatmap_regions(heatmaps: torch.Tensor, tags: torch.Tensor, threshold: float
 
 
 def _crf_argmax(h: torch.Tensor, present: torch.Tensor, images, crf) -> torch.Tensor:
-    from . import crf as crf_mod
-
     if images is None:
         raise InvalidInputError("heatmap_regions(crf=...) needs the images")
     params = crf_mod.CRFParams() if crf is True else crf
@@ -252,7 +219,7 @@ def _crf_argmax(h: torch.Tensor, present: torch.Tensor, images, crf) -> torch.Te
         idx = torch.nonzero(present[b]).flatten()
         if idx.numel() == 0:
             continue
-        img = _to_uint8(images[b])
+        img = to_uint8_image(images[b])
         if img.shape[:2] != (H, W):
             raise InvalidInputError(f"image {b} is {img.shape[:2]}, heatmaps are {(H, W)}")
         p = h[b, idx].cpu().double() + 1e-3
@@ -262,21 +229,6 @@ def _crf_argmax(h: torch.Tensor, present: torch.Tensor, images, crf) -> torch.Te
         lab = q.argmax(0) if q.ndim == 3 else q.long()
         out[b] = idx.cpu()[lab.long()]
     return out
-
-
-def _to_uint8(image) -> np.ndarray:
-    if torch.is_tensor(image):
-        if image.ndim == 3 and image.shape[0] == 3 and image.is_floating_point():
-            from .data.base import to_uint8_image
-
-            return to_uint8_image(image)
-        image = image.cpu().numpy()
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
-    if image.ndim == 3 and image.shape[0] == 3 and image.shape[2] != 3:
-        image = image.transpose(1, 2, 0)
-    return np.ascontiguousarray(image)
 
 
 def regions_to_label(regions: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""What the steps of both papers share: ONE run context and ONE load-or-train cache.
+
+* :class:`RunContext` / :func:`make_context` — ``data_root``, ``out``, ``device``, ``quick``, ``seed``,
+  ``dataset`` (and ``checkpoints = <out>/checkpoints``). The CLI builds one with
+  :func:`make_context`; notebooks pass their :class:`~wsss_lib.notebook.NotebookContext`, which has
+  the same fields.
+* :func:`load_or_train` — load ``<out>/checkpoints/<name>.pt`` when it is complete and was trained
+  with the same config, else train (resumable: :func:`~wsss_lib.engine.train.fit` continues a
+  partial checkpoint of the same config).
+* :func:`complete_checkpoints` — every complete checkpoint of a kind, for the evaluation commands
+  that rebuild trained models from their stored configs.
+* :func:`config_hash` / :func:`state_fingerprint` — cache keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..core.checkpoint import load_checkpoint
+from ..core.errors import CheckpointError
+from ..core.io import plain_config
+from ..core.results import output_dir
+from ..core.runtime import seed_everything, select_device
+from ..data.registry import default_data_root
+
+
+@dataclass
+class RunContext:
+    """Where a run reads and writes, and how (the fields every paper step reads)."""
+
+    data_root: Path
+    out: Path
+    device: torch.device
+    quick: bool = False
+    seed: int = 0
+    dataset: str = "toy_objects"
+    name: str = "cli"
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.out) / "checkpoints"
+
+
+def make_context(data_root=None, out=None, device="auto", quick: bool = False, seed: int = 0,
+                 dataset: str = "toy_objects", name: str = "cli") -> RunContext:
+    """A :class:`RunContext`: seeds everything, selects the device, creates ``<out>/checkpoints``
+    (``out`` default: env ``WSSS_OUTPUT_DIR``, else ``./runs/latest``)."""
+    seed_everything(seed)
+    out = output_dir(out)
+    ctx = RunContext(Path(data_root) if data_root else default_data_root(), out, select_device(device), bool(quick),
+                     int(seed), dataset, name)
+    ctx.checkpoints.mkdir(parents=True, exist_ok=True)
+    return ctx
+
+
+def config_hash(cfg: dict) -> str:
+    """A short stable hash of a plain config (cache file names)."""
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def state_fingerprint(model: torch.nn.Module) -> str:
+    """A short fingerprint of a model's floating-point weights (caches that depend on a model)."""
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            h.update(k.encode())
+            h.update(np.float64(v.double().sum().item()).tobytes())
+    return h.hexdigest()[:12]
+
+
+def load_matching(path: Path, config: dict, model: torch.nn.Module, device) -> dict | None:
+    """The checkpoint at ``path`` loaded into ``model`` (eval mode, on ``device``) when it is complete
+    and its config equals ``config``; else None (an unreadable file is reported and ignored)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        st = load_checkpoint(path, map_location=device)
+    except CheckpointError as exc:
+        print(f"[wsss] ignoring {path}: {exc}")
+        return None
+    if st.get("config") != plain_config(config) or not st.get("complete", False):
+        return None
+    model.load_state_dict(st["model"])
+    model.to(device).eval()
+    return st
+
+
+def load_or_train(path: Path, config: dict, model: torch.nn.Module, train: Callable[[], dict], device,
+                  retrain: bool = False, what: str = "model") -> dict:
+    """Load ``model`` from ``path`` (:func:`load_matching`) or call ``train()`` (which must train
+    ``model`` in place, checkpointing to ``path`` with ``config``: :func:`~wsss_lib.engine.train.fit`).
+    Returns ``{"config", "trained": bool, "history": {...}, "seconds": float}``; ``model`` ends in
+    eval mode."""
+    st = None if retrain else load_matching(path, config, model, device)
+    if st is not None:
+        print(f"[wsss] loaded {what} from {path}")
+        return {"config": plain_config(config), "trained": False, "history": st.get("history", {}), "seconds": 0.0}
+    t0 = time.time()
+    hist = train()
+    model.eval()
+    return {"config": plain_config(config), "trained": True, "history": hist, "seconds": time.time() - t0}
+
+
+def complete_checkpoints(folder: Path, pattern: str, device="cpu") -> Iterator[tuple[Path, dict]]:
+    """``(path, state)`` of every complete checkpoint ``folder/pattern`` (sorted; unreadable ones
+    are reported and skipped)."""
+    for path in sorted(Path(folder).glob(pattern)):
+        try:
+            st = load_checkpoint(path, map_location=device)
+        except CheckpointError as exc:
+            print(f"[wsss] skipping {path}: {exc}")
+            continue
+        if st.get("complete"):
+            yield path, st
