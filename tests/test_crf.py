@@ -186,3 +186,25 @@ def test_backend_prefers_pydensecrf_when_importable(monkeypatch, caplog, backend
         assert crf.backend() == "pydensecrf"
         assert crf.backend() == "pydensecrf"
     assert [r.getMessage() for r in caplog.records if r.name == "wsss_lib.ops.crf"] == ["dense CRF: pydensecrf"]
+
+
+def test_crf_batch_on_a_cuda_device_runs_the_torch_lattice(monkeypatch):
+    """On a GPU the CRF runs batched there through the lattice (pydensecrf is CPU-only): the
+    device reaches crf_batch_torch, whatever this process's CPU backend is."""
+    import wsss_lib.ops.crf_torch as ct
+
+    seen = []
+    real = ct.crf_batch_torch
+
+    def spy(images, probs, params=None, device="auto", **kw):
+        seen.append(str(device))
+        return real(images, probs, params, device="cpu", **kw)  # no GPU needed to check the routing
+
+    monkeypatch.setattr(ct, "crf_batch_torch", spy)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    fg = rng.uniform(0.2, 0.8, (20, 24)).astype(np.float32)
+    out = crf_batch([image, image], [fg, fg], device="cuda:0")
+    assert seen == ["cuda:0"] and [o.shape for o in out] == [(20, 24), (20, 24)]
+    ref = crf_batch([image], [fg], device="cpu", workers=1)[0]  # CPU: the process's backend
+    assert np.mean((out[0] > 0.5) == (ref > 0.5)) >= 0.995

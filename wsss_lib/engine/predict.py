@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..core.errors import InvalidInputError
 from ..core.io import to_uint8_image
 from ..core.metrics import ConfusionMatrix, average_precision
-from ..core.runtime import predict_batches
+from ..core.runtime import predict_batches, select_device
 from ..ops.crf import crf_batch
 from .distributed import eval_shard
 from .train import preload
@@ -54,17 +54,19 @@ def predict_segmentation(model: torch.nn.Module, images: torch.Tensor, out_size:
     probs = segmentation_probs(model, images, out_size, batch_size, device, amp)
     if crf is None:
         return probs.argmax(1)
-    return crf_labels(images, probs, crf, workers)
+    return crf_labels(images, probs, crf, workers, device)
 
 
-def crf_labels(images: torch.Tensor, probs: torch.Tensor, crf, workers) -> torch.Tensor:
+def crf_labels(images: torch.Tensor, probs: torch.Tensor, crf, workers, device=None) -> torch.Tensor:
     """Label maps ``(N, H, W)`` after a dense CRF (``crf``: CRFParams/dict) on softmax ``probs``
-    ``(N, C, H, W)`` of ``images`` float ``(N, 3, H, W)`` in [0, 1] (same H, W)."""
+    ``(N, C, H, W)`` of ``images`` float ``(N, 3, H, W)`` in [0, 1] (same H, W). ``device``: where
+    the model ran (None: auto); on CUDA the CRF runs batched there."""
     if tuple(probs.shape[-2:]) != tuple(images.shape[-2:]):
         raise InvalidInputError("CRF post-processing needs out_size equal to the image size")
     ims = to_uint8_image(images)
     pr = probs.numpy()
-    q = crf_batch(list(ims), [p / p.sum(0, keepdims=True) for p in pr], crf, workers=workers)
+    q = crf_batch(list(ims), [p / p.sum(0, keepdims=True) for p in pr], crf, workers=workers,
+                  device=select_device(device))
     return torch.from_numpy(np.stack(q).argmax(1))
 
 
@@ -103,7 +105,7 @@ def evaluate_segmentation_both(model: torch.nn.Module, dataset, num_classes: int
         if return_predictions:
             preds.append(pred)
         if crf is not None:
-            pc = crf_labels(images, probs, crf, workers)
+            pc = crf_labels(images, probs, crf, workers, device)
             cm_crf.update(labels, pc)
             if return_predictions:
                 preds_crf.append(pc)

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from ..core.errors import CorruptFileError, InvalidInputError, UnsafePathError
 from ..core.io import (atomic_output, atomic_write_bytes, fsync_path, read_image, remove_stale_temps, temp_path,
                         to_uint8_image, write_output)
+from ..core.runtime import select_device
 from ..ops.flow import FlowParams, compute_flow, flow_partners, resolve_method
 from ..ops.heatmaps import class_heatmaps
 from ..ops.masks import extract_masks, refine_masks
@@ -242,7 +243,8 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
         fused = extract_masks(classifier, images, None, batch_size=batch_size, device=device, **mask_kw)["fused"]
         if crf is not None:
             u8 = to_uint8_image(images)
-            probs = torch.from_numpy(refine_masks(list(u8), fused, threshold, crf, workers=crf_workers))
+            probs = torch.from_numpy(refine_masks(list(u8), fused, threshold, crf, workers=crf_workers,
+                                                          device=select_device(device)))
             fg = probs >= 0.5
         else:
             probs, fg = fused, fused >= threshold

@@ -88,11 +88,16 @@ def _inference(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nd
     return np.asarray(q, dtype=np.float32).reshape(c, h, w)
 
 
-def _torch_inference(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: CRFParams) -> list[np.ndarray]:
-    """:func:`wsss_lib.ops.crf_torch.crf_batch_torch` on CPU for validated inputs (same-size images batched)."""
+def _torch_inference(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: CRFParams,
+                     device="cpu") -> list[np.ndarray]:
+    """:func:`wsss_lib.ops.crf_torch.crf_batch_torch` on ``device`` for validated inputs (same-size images batched)."""
     from .crf_torch import crf_batch_torch  # lazy: torch is not imported by the pydensecrf CRF workers
 
-    return crf_batch_torch(images, probs, params, device="cpu")
+    return crf_batch_torch(images, probs, params, device=device)
+
+
+def _on_cuda(device) -> bool:
+    return device is not None and str(device).startswith("cuda")
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, params: "CRFParams | dict | None" = None,
@@ -144,13 +149,16 @@ def _work(args):
 
 
 def crf_batch(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: "CRFParams | dict | None" = None,
-              workers: int | None = None, progress: bool = False, desc: str = "dense CRF") -> list[np.ndarray]:
-    """Run the CRF on many images in worker processes.
+              workers: int | None = None, progress: bool = False, desc: str = "dense CRF",
+              device=None) -> list[np.ndarray]:
+    """Run the CRF on many images: in worker processes, or batched on a GPU.
 
     ``images``: N uint8 ``(H, W, 3)``; ``probs``: N float ``(C, H, W)`` distributions (C labels)
     *or* N float ``(H, W)`` fg probabilities (2-label fg/bg CRF; the output is then ``(H, W)``).
     ``workers``: processes (default :func:`~wsss_lib.core.parallel.num_threads_hint`; 1 = in process;
     :func:`~wsss_lib.core.parallel.run_pool`).
+    ``device``: where the models run; a CUDA device runs the torch lattice CRF batched there (the
+    default on GPUs: pydensecrf is CPU-only); ``None``/CPU: :func:`backend` on CPU workers.
     Returns a list in input order. Inputs are validated up front, in this process.
     """
     params = as_params(params)
@@ -164,8 +172,9 @@ def crf_batch(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params:
             jobs.append(("fgbg", im, _check_fg(pr, im.shape[:2], f"item {i}: fg probability"), params))
         else:
             jobs.append(("multi", im, check_probs(pr, im.shape[:2]), params))
-    if backend() == "torch":  # batched in this process (torch uses the cores itself)
-        out = _torch_inference([j[1] for j in jobs], [j[2] for j in jobs], params)
+    if _on_cuda(device) or backend() == "torch":  # batched in this process (torch uses the cores itself)
+        out = _torch_inference([j[1] for j in jobs], [j[2] for j in jobs], params,
+                               device if _on_cuda(device) else "cpu")
         if progress:
             with tqdm(total=len(jobs), desc=desc, leave=False) as bar:
                 bar.update(len(jobs))

@@ -225,13 +225,14 @@ def extract_masks(classifier: torch.nn.Module, images: torch.Tensor, tags: torch
 
 
 def refine_masks(images: Sequence[np.ndarray], maps, threshold: float = 0.5, params=None,
-                 workers: int | None = None, progress: bool = False) -> np.ndarray:
+                 workers: int | None = None, progress: bool = False, device=None) -> np.ndarray:
     """Dense-CRF smoothing of fg maps: ``images`` N uint8 ``(H, W, 3)``, ``maps`` float ``(N, H, W)``
     in [0, 1] -> refined fg probabilities float32 ``(N, H, W)``. The maps are first calibrated so
-    ``threshold`` -> 0.5 (:func:`calibrate`); threshold the result at 0.5."""
+    ``threshold`` -> 0.5 (:func:`calibrate`); threshold the result at 0.5. ``device``: a CUDA device
+    runs the CRF batched there (:func:`~wsss_lib.ops.crf.crf_batch`)."""
     m = np.asarray(maps.cpu() if torch.is_tensor(maps) else maps, dtype=np.float32)
     probs = [np.ascontiguousarray(calibrate(x, threshold), dtype=np.float32) for x in m]
-    out = crf_batch(list(images), probs, params, workers=workers, progress=progress, desc="CRF masks")
+    out = crf_batch(list(images), probs, params, workers=workers, progress=progress, desc="CRF masks", device=device)
     return np.stack(out) if out else np.zeros_like(m)
 
 

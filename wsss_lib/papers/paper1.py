@@ -184,7 +184,7 @@ def refine_split(ctx, split: str, maps: torch.Tensor, threshold: float, params=N
             q = None
     if q is None:
         q = refine_masks(ds.uint8_images(), maps, threshold, params, workers=preset("crf", ctx.quick)["workers"],
-                         progress=progress)
+                         progress=progress, device=ctx.device)
         save_checkpoint({"probs": torch.from_numpy(q).half(), "key": plain_config(key)}, path)
     if write_png:
         write_masks(Path(ctx.out) / "masks" / f"{split}_crf", ds.ids, list(q >= 0.5))

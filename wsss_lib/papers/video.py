@@ -178,7 +178,7 @@ def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = 
         # in-process (workers=1): a forked CRF pool can hang inside a Jupyter kernel whose torch
         # threads are running; 96x128 frames take ~10 ms each
         probs = refine_masks(list(ds.uint8_images()), maps, threshold=threshold, params=params, workers=crf_workers,
-                             progress=progress)
+                             progress=progress, device=device)
         masks = torch.from_numpy(probs >= 0.5)
     else:
         masks = maps >= threshold
