@@ -158,7 +158,7 @@ def torch_vs_pydensecrf(rows, args, reps):
     on 1 thread (pydensecrf's count; target <= 2x its time) and, as a note, on its default count.
     ``cold``: the cached position-only lattice is cleared before every call (every lattice built);
     ``warm``: reused, as in a loop over same-sized images."""
-    from wsss_lib import crf_torch
+    from wsss_lib.ops import crf_torch
     from wsss_lib.ops.crf import CRFParams, dense_crf
     from wsss_lib.ops.crf_torch import dense_crf_torch
 

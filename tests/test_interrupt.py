@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent('''
     sys.path.insert(0, {tests!r})
     from test_train import _toy, TINY
     from wsss_lib.models import SmallVGG, TagClassifier
-    from wsss_lib.train import train_classifier
+    from wsss_lib.engine.train import train_classifier
     block = int(sys.argv[2])
     torch.manual_seed(0)
     model = TagClassifier(SmallVGG(**TINY), 2, hidden=8)
