@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -170,6 +171,20 @@ def test_reply_lags_reads_papermill_timing(tmp_path, capfd):
     meta["papermill"]["end_time"] = (idle + timedelta(seconds=30)).replace(tzinfo=None).isoformat()  # naive UTC
     Path(res.output).write_text(json.dumps(nb))
     assert 29.0 < dict(reply_lags(res.output))[sleeper] <= 30.0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix-socket transport only on POSIX")
+def test_kernel_sockets_live_in_the_temp_folder_not_the_notebooks_folder(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    _nb(d / "01_where.ipynb", "import json, pathlib\nfrom ipykernel.connect import get_connection_file\n"
+        "info = json.loads(pathlib.Path(get_connection_file()).read_text())\n"
+        f"pathlib.Path({str(tmp_path / 'conn.json')!r}).write_text(json.dumps(info))")
+    assert run_notebooks(tmp_path / "out", notebooks_dir=d, html=False)["01_where"].status == "ok"
+    info = json.loads((tmp_path / "conn.json").read_text())
+    assert info["transport"] == "ipc"
+    assert Path(info["ip"]).parent == Path(tempfile.gettempdir())  # a killed kernel leaves nothing in notebooks/
+    assert not [p for p in d.iterdir() if "ipc" in p.name]
 
 
 def test_quick_run_cells_are_noticed_at_once(quick_run_dir, quick_status):

@@ -38,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from queue import Empty
@@ -104,8 +106,9 @@ class WatchdogClient(PapermillNotebookClient):
     def create_kernel_manager(self):
         km = super().create_kernel_manager()
         km.client_class = f"{SlicedKernelClient.__module__}.{SlicedKernelClient.__qualname__}"
-        if os.name == "posix":  # local Unix sockets beside the connection file: no open TCP port, no
-            km.transport = "ipc"  # "running over TCP without encryption" warning for every notebook
+        if os.name == "posix":  # local Unix sockets: no open TCP port, no "running over TCP without
+            km.transport = "ipc"  # encryption" warning for every notebook; in the temp folder, never the cwd
+            km.ip = os.path.join(tempfile.gettempdir(), f"wsss-kernel-{uuid.uuid4().hex[:12]}-ipc")
         return km
 
     async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
