@@ -4,11 +4,15 @@
   prediction), ignoring ``ignore_index`` (255); gives per-class IoU, mIoU, pixel accuracy.
   Matrices from several processes or batches add up (``+=`` / ``all_reduce`` of the matrix), so
   a distributed mIoU is exact, never an average of per-rank mIoUs.
+* :func:`per_image_confusion` / :func:`iou_from_confusion` / :func:`miou_from_confusion`: the same
+  counts kept per image (for bootstrap intervals over images, :mod:`wsss_lib.core.stats`).
 * :func:`mask_scores` binary IoU / precision / recall of a fg/bg mask.
 * :func:`average_precision` per-class AP and mAP for multi-label tag prediction.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -58,11 +62,7 @@ class ConfusionMatrix:
 
     def iou(self) -> np.ndarray:
         """Per-class IoU ``(C,)``; NaN for classes absent from both target and prediction."""
-        m = self.mat.double()
-        tp = m.diag()
-        denom = m.sum(0) + m.sum(1) - tp
-        iou = torch.where(denom > 0, tp / denom.clamp(min=1), torch.full_like(tp, float("nan")))
-        return iou.numpy()
+        return iou_from_confusion(self.mat.numpy())
 
     def miou(self, classes: list[int] | None = None) -> float:
         """Mean IoU over ``classes`` (default all), ignoring NaN entries."""
@@ -85,6 +85,46 @@ class ConfusionMatrix:
             "pixel_acc": self.pixel_accuracy(),
             "iou": {names[i]: (None if np.isnan(v) else float(v)) for i, v in enumerate(iou)},
         }
+
+
+def iou_from_confusion(mat) -> np.ndarray:
+    """Per-class IoU of confusion matrices ``(..., C, C)`` (rows = ground truth) -> ``(..., C)``
+    float64 in [0, 1]; NaN where a class is absent from both target and prediction."""
+    m = np.asarray(mat, dtype=np.float64)
+    if m.ndim < 2 or m.shape[-1] != m.shape[-2]:
+        raise InvalidInputError(f"confusion matrices must be (..., C, C), got {m.shape}")
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    denom = m.sum(-2) + m.sum(-1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / np.maximum(denom, 1e-300), np.nan)
+
+
+def miou_from_confusion(mat, classes=None) -> np.ndarray:
+    """Mean IoU ``(...)`` of confusion matrices ``(..., C, C)`` over ``classes`` (default all),
+    ignoring classes absent from both target and prediction (NaN when all are)."""
+    iou = iou_from_confusion(mat)
+    if classes is not None:
+        iou = iou[..., list(classes)]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN, on purpose
+        return np.nanmean(iou, axis=-1)
+
+
+def per_image_confusion(target, pred, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """One confusion matrix per image: ``target``, ``pred`` int ``(N, H, W)`` -> int64
+    ``(N, C, C)`` (rows = ground truth; ``ignore_index`` pixels skipped). Summed over images it is
+    the dataset's :class:`ConfusionMatrix`; kept apart it lets a bootstrap resample images."""
+    t = torch.as_tensor(np.asarray(target) if not torch.is_tensor(target) else target).long().cpu()
+    p = torch.as_tensor(np.asarray(pred) if not torch.is_tensor(pred) else pred).long().cpu()
+    if t.shape != p.shape or t.ndim != 3:
+        raise InvalidInputError(f"target and pred must both be (N, H, W); got {tuple(t.shape)} and {tuple(p.shape)}")
+    n, c = t.shape[0], int(num_classes)
+    keep = t != ignore_index
+    if ((t[keep] < 0) | (t[keep] >= c)).any() or ((p < 0) | (p >= c)).any():
+        raise InvalidInputError(f"label or prediction values outside [0, {c}) (ignore value {ignore_index})")
+    img = torch.arange(n).view(n, 1, 1).expand_as(t)
+    code = (img * c * c + t * c + p)[keep]
+    return torch.bincount(code, minlength=n * c * c).reshape(n, c, c).numpy()
 
 
 def mask_scores(pred, target, ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
