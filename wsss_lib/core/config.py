@@ -54,8 +54,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": {"n_train": None, "n_val": None, "n_test": None, "steps": 300, "batch_size": 16, "lr": 0.001,
                     "optimizer": "adam", "weight_decay": 0.0, "head_lr_mult": 1.0, "head": "largefov",
                     "head_width": 128, "dilation": 2, "dropout": 0.5, "pooling": "mean", "tag_pooling": "max",
-                    "rejected": "tags", "compare_poolings": ["max", "lse"], "tau": 0.5},
-        "quick": {"n_train": 400, "n_val": 100, "n_test": 100, "steps": 100, "compare_poolings": []},
+                    "rejected": "tags", "compare_poolings": ["max", "lse"], "tau": 0.5,
+                    # steps per training mode (prior / tags / full; check-mask = prior), chosen on VAL by
+                    # `wsss study paper1 --choose` [ours]; a mode missing here trains "steps"
+                    "mode_steps": {}},
+        "quick": {"n_train": 400, "n_val": 100, "n_test": 100, "steps": 100, "compare_poolings": [], "mode_steps": {}},
     },
     # ---- paper 2 (wsss_lib.papers.paper2, notebooks 05-07) ----
     "streets_classifier": {

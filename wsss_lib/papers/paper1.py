@@ -104,15 +104,22 @@ def build_classifier(cfg: dict, num_classes: int):
     return TagClassifier(build_backbone_from(cfg), num_classes, pooling=cfg["pooling"], hidden=cfg.get("hidden", 0))
 
 
-def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume: bool = True, **overrides):
-    """Load the run's tag classifier if ``<out>/checkpoints/tag_classifier.pt`` matches the config,
-    else train it (resumable). Returns ``(classifier (eval mode), info)`` with ``info = {"config",
-    "trained": bool, "history": {...}, "seconds": float}``."""
+# Zhou et al. 2016's CAM layout: global average pooling + ONE linear layer on the last conv stage, so
+# the 1x1-conv score maps are the class activation maps (the faithful CAM baseline [paper: CAM])
+CAM_CLASSIFIER = {"pooling": "mean", "hidden": 0}
+
+
+def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume: bool = True,
+                       name: str = "tag_classifier", **overrides):
+    """Load the run's tag classifier if ``<out>/checkpoints/<name>.pt`` matches the config, else
+    train it (resumable). ``overrides`` change the "classifier" preset (e.g. ``**CAM_CLASSIFIER``
+    with ``name="cam_classifier"`` for the faithful CAM baseline). Returns ``(classifier (eval
+    mode), info)`` with ``info = {"config", "trained": bool, "history": {...}, "seconds": float}``."""
     cfg = classifier_config(ctx, **overrides)
     train = load_split(ctx, "train")
     fg = train.info.foreground
     model = build_classifier(cfg, len(fg))
-    path = Path(ctx.out) / "checkpoints" / "tag_classifier.pt"
+    path = Path(ctx.out) / "checkpoints" / f"{name}.pt"
 
     def fit_it():
         return train_classifier(model, train, classes=fg, steps=cfg["steps"], batch_size=cfg["batch_size"],
@@ -213,6 +220,7 @@ def mask_pipeline(ctx, classifier, progress: bool = False) -> dict[str, Any]:
 
 def seg_config(ctx, mode: str, **overrides) -> dict:
     cfg = preset("seg", ctx.quick, **{k: v for k, v in overrides.items() if k in preset("seg", ctx.quick)})
+    cfg.pop("mode_steps")  # the mode's own steps are in "steps" (seg_run): other modes' schedules are not its config
     cfg.update(mode=mode, seed=int(ctx.seed), dataset=ctx.dataset)
     extra = {k: v for k, v in overrides.items() if k not in cfg}
     cfg.update(extra)
@@ -314,6 +322,8 @@ def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: s
         overrides["pooling"] = pooling
     name = name or (kind if pooling is None else f"{kind}_{pooling}")
     mode = "prior" if kind == "checkmask" else kind
+    if "steps" not in overrides:  # each mode's schedule as chosen on VAL (see the "seg" preset)
+        overrides["steps"] = preset("seg", ctx.quick)["mode_steps"].get(mode, preset("seg", ctx.quick)["steps"])
     model, info = get_segnet(ctx, name, mode, classifier, masks=masks, accepted=accepted, retrain=retrain,
                              progress=progress, resume=resume, **overrides)
     info["checkmask"] = extra

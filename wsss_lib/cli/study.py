@@ -1,0 +1,48 @@
+"""``wsss study paper1``: every compared model of a paper trained for several seeds, then a table
+of paired differences with 95 % bootstrap intervals (``<out>/study.md`` / ``study.json``).
+
+``--choose`` first makes the VAL choices (CRF setting, training steps per mode) on seed 0 and writes
+``<out>/choices.json``; the presets hold the chosen values (a mismatch is reported).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="seed study of a paper: paired differences with 95 % intervals")
+    p.add_argument("paper", choices=["paper1"], help="which paper's comparisons")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1; default 5)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/study_<paper>[_quick])")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--dataset", default="toy_objects")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="quick (CI-sized) settings")
+    p.add_argument("--choose", action="store_true", help="make the VAL choices first (seed 0) into choices.json")
+    p.add_argument("--choose-only", action="store_true", help="only the VAL choices")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    p.set_defaults(func=cmd_study)
+
+
+def cmd_study(args) -> int:
+    from ..core.results import default_output_dir  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..papers.common import make_context  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..papers.study_paper1 import choose_paper1, paper1_study  # lazy: `wsss --help` and other commands do not load every pipeline
+
+    out = args.out or str(default_output_dir().parent / f"study_{args.paper}{'_quick' if args.quick else ''}")
+    if args.choose or args.choose_only:
+        ctx = make_context(args.data_root, f"{out}/seed_0", args.device, args.quick, 0, args.dataset, name="study")
+        ch = choose_paper1(ctx, progress=args.progress)
+        print(f"VAL choices -> {ctx.out}/choices.json: CRF {ch['crf']['best']}, steps {ch['steps']['chosen']}")
+        for what, ok in ch["presets_agree"].items():
+            if not ok:
+                print(f"wsss: note: the presets' {what} differ from the VAL choice; update wsss_lib/core/config.py",
+                      file=sys.stderr)
+        if args.choose_only:
+            return 0
+    summary = paper1_study(out, range(args.seeds), args.quick, args.device, args.data_root, args.dataset,
+                           progress=args.progress, n_resamples=args.resamples)
+    print(f"{out}/study.md ({len(summary['seeds'])} seeds, {summary['wall_seconds'] / 60:.1f} min)")
+    return 0

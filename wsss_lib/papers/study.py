@@ -1,0 +1,143 @@
+"""Seed studies: run a paper's compared models for several seeds, then report paired differences.
+
+Shared by both papers (``wsss study paper1 | paper2``)::
+
+    <out>/seed_<s>/                 the seed's run folder (checkpoints, caches: resumable)
+    <out>/seed_<s>/scores.pt        per-image confusion matrices of every scored method (test split)
+    <out>/study.json / study.md     the table: each comparison's mean over seeds and its 95 % interval
+
+A seed's ``scores.pt`` is written once the seed is finished, so an interrupted study resumes at the
+first unfinished seed (and inside it, at the first unfinished step: every step is a cached
+load-or-train). Intervals: :func:`~wsss_lib.core.stats.paired_difference` (seeds and test images
+resampled independently).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.errors import CheckpointError, InvalidInputError
+from ..core.io import atomic_write_bytes, to_jsonable
+from ..core.stats import mean_ci, paired_difference
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One row of a study table: method ``a`` against method ``b`` (names of scored methods).
+
+    ``kind``: "diff" (A - B, mIoU points) or "ratio" (A / B); ``classes``: the classes averaged
+    (None = all, e.g. ``[1]`` = the foreground of a fg/bg mask); ``target``: the issue's target on the
+    mean (None = none); ``need_ci_above``: the interval's low end must exceed this (None = no
+    requirement)."""
+
+    name: str
+    a: str
+    b: str
+    kind: str = "diff"
+    classes: tuple[int, ...] | None = None
+    target: float | None = None
+    need_ci_above: float | None = None
+
+
+def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], progress: bool = True) -> dict:
+    """``{seed: scores}`` for every seed: read ``<out>/seed_<s>/scores.pt`` when present, else call
+    ``run_seed(seed, folder)`` (-> ``{"conf": {method: int64 (N, C, C)}, "meta": {...}}``) and store it."""
+    results = {}
+    for s in seeds:
+        folder = Path(out) / f"seed_{int(s)}"
+        path = folder / "scores.pt"
+        res = None
+        if path.is_file():
+            try:
+                res = load_checkpoint(path)
+            except CheckpointError as exc:
+                print(f"[wsss] recomputing seed {s}: {exc}")
+        if res is None:
+            t0 = time.time()
+            if progress:
+                print(f"[wsss] study: seed {s} -> {folder}", flush=True)
+            res = run_seed(int(s), folder)
+            res["meta"] = {**res.get("meta", {}), "seconds": time.time() - t0}
+            res["conf"] = {k: torch.as_tensor(np.asarray(v)) for k, v in res["conf"].items()}
+            save_checkpoint(res, path)
+        results[int(s)] = res
+    return results
+
+
+def stack(results: dict, method: str) -> np.ndarray:
+    """Per-seed, per-image confusion matrices ``(S, N, C, C)`` of ``method`` (seeds in sorted order)."""
+    missing = [s for s in results if method not in results[s]["conf"]]
+    if missing:
+        raise InvalidInputError(f"method {method!r} was not scored for seed(s) {missing}")
+    return np.stack([np.asarray(results[s]["conf"][method]) for s in sorted(results)])
+
+
+def summarise(results: dict, comparisons: Sequence[Comparison], methods: Sequence[tuple[str, str, tuple | None]] = (),
+              **kw) -> dict:
+    """The study table. ``methods``: ``(label, method, classes)`` rows of plain means; ``kw`` goes to
+    :func:`~wsss_lib.core.stats.bootstrap_ci` (``n_resamples``, ``confidence``, ``seed``)."""
+    rows = []
+    for c in comparisons:
+        r = paired_difference(stack(results, c.a), stack(results, c.b), c.classes, c.kind, **kw)
+        met = None
+        if c.target is not None:
+            met = r["value"] >= c.target and (c.need_ci_above is None or r["low"] > c.need_ci_above)
+        a_value, b_value = r.pop("a"), r.pop("b")  # mean mIoU of each; "a"/"b" stay the method names
+        rows.append({**asdict(c), **r, "a_value": a_value, "b_value": b_value, "met": met})
+    means = []
+    for label, method, classes in methods:
+        means.append({"label": label, "method": method, "classes": classes,
+                      **mean_ci(stack(results, method), classes, **kw)})
+    seeds = sorted(results)
+    return {"seeds": seeds, "n_images": int(stack(results, comparisons[0].a).shape[1]) if comparisons else None,
+            "comparisons": rows, "means": means,
+            "seconds_per_seed": {s: results[s]["meta"].get("seconds") for s in seeds},
+            "meta": {s: results[s]["meta"] for s in seeds}}
+
+
+def _pts(v: float, kind: str) -> str:
+    return f"{100 * v:+.1f}" if kind == "diff" else f"{100 * v:.0f} %"
+
+
+def markdown(summary: dict, title: str) -> str:
+    """The study table as Markdown (differences in mIoU points, ratios in %)."""
+    conf = summary["comparisons"][0]["confidence"] if summary["comparisons"] else 0.95
+    lines = [f"## {title}", "",
+             f"{len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}), "
+             f"{summary['n_images']} test images; {100 * conf:.0f} % intervals from a bootstrap over seeds and "
+             f"images (scipy.stats.bootstrap, percentile).", "",
+             "| comparison | A | B | A - B (or A / B) | 95 % CI | per seed | target | met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in summary["comparisons"]:
+        tgt = "" if r["target"] is None else (_pts(r["target"], r["kind"]) +
+                                             ("" if r["need_ci_above"] is None else ", CI > " +
+                                              _pts(r["need_ci_above"], r["kind"])))
+        met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        lines.append(f"| {r['name']} | {r['a']} {100 * r['a_value']:.1f} | {r['b']} {100 * r['b_value']:.1f} | "
+                     f"{_pts(r['value'], r['kind'])} | [{_pts(r['low'], r['kind'])}, {_pts(r['high'], r['kind'])}] | "
+                     f"{' '.join(_pts(v, r['kind']) for v in r['per_seed'])} | {tgt} | {met} |")
+    if summary["means"]:
+        lines += ["", "| method | mean mIoU | 95 % CI | per seed |", "|---|---|---|---|"]
+        for m in summary["means"]:
+            lines.append(f"| {m['label']} | {100 * m['value']:.1f} | [{100 * m['low']:.1f}, {100 * m['high']:.1f}] | "
+                         f"{' '.join(f'{100 * v:.1f}' for v in m['per_seed'])} |")
+    secs = [v for v in summary["seconds_per_seed"].values() if v]
+    if secs:
+        lines += ["", f"Wall time per seed: {np.mean(secs) / 60:.1f} min (mean of {len(secs)} seeds run)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_study(out, summary: dict, title: str) -> tuple[Path, Path]:
+    """Write ``<out>/study.json`` and ``<out>/study.md`` atomically; returns both paths."""
+    out = Path(out)
+    js = atomic_write_bytes(out / "study.json", json.dumps(to_jsonable(summary), indent=2, sort_keys=True).encode())
+    md = atomic_write_bytes(out / "study.md", markdown(summary, title).encode())
+    return js, md
