@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from wsss_lib.core.errors import InvalidInputError
-from wsss_lib.ops.losses import (cross_entropy, fgbg_prior_loss, fgbg_regions, pool_region, region_loss, upsample,
-                                 upsample_adjoint, tags_only_loss)
+from wsss_lib.ops.losses import (cross_entropy, fgbg_prior_loss, fgbg_regions, pool_region, present_tag_loss,
+                                 region_loss, upsample, upsample_adjoint, tags_only_loss)
 
 POOLINGS = ["mean", "max", "lse", "pixel"]
 
@@ -227,3 +227,123 @@ def test_bad_shapes_raise():
         fgbg_prior_loss(logits, tags, mask, pooling="median")
     with pytest.raises(InvalidInputError):
         cross_entropy(logits, torch.zeros(8, 8, dtype=torch.long))
+
+
+# --- the present-class image-level tag term (present_term) -------------------------------------------------------
+
+
+def test_present_term_zero_is_bit_identical_to_the_plain_loss():
+    """present_term=0 computes exactly what fgbg_prior_loss computed before the option existed:
+    the region loss (+ the check-mask mix), bit for bit."""
+    logits, tags, mask = _setup()
+    regions, present = fgbg_regions(tags, mask)
+    per = region_loss(logits, regions, present, "mean", "max", separate=(0,), reduction="none")
+    for pooling in POOLINGS:
+        per_p = region_loss(logits, regions, present, pooling, "max", separate=(0,), reduction="none")
+        assert torch.equal(fgbg_prior_loss(logits, tags, mask, pooling, present_term=0.0), per_p.mean())
+        assert torch.equal(fgbg_prior_loss(logits, tags, mask, pooling, present_term=0), per_p.mean())
+    acc = torch.tensor([0.0, 1.0])
+    tag = tags_only_loss(logits, tags, "max", "max", reduction="none")
+    ref = (acc * per + (1 - acc) * tag).mean()
+    assert torch.equal(fgbg_prior_loss(logits, tags, mask, accepted=acc, present_term=0.0), ref)
+    assert torch.equal(fgbg_prior_loss(logits, tags, mask, accepted=acc), ref)
+
+
+def _softmax_px(v):
+    e = [math.exp(x) for x in v]
+    return [x / sum(e) for x in e]
+
+
+@pytest.mark.parametrize("tag_pooling", ["max", "mean"])
+def test_present_term_by_hand_on_a_tiny_example(tag_pooling):
+    """(1, 3, 2, 2) logits, K = 2 fg classes, class 1 present, class 2 absent, fg = the diagonal."""
+    raw = [[[0.0, 1.0], [2.0, 0.0]], [[1.0, 0.0], [0.0, 3.0]], [[0.0, 0.0], [1.0, 1.0]]]
+    logits = torch.tensor([raw])
+    tags = torch.tensor([[1.0, 0.0]])
+    mask = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    px = {(i, j): _softmax_px([raw[c][i][j] for c in range(3)]) for i in range(2) for j in range(2)}
+    fg, bg = [(0, 0), (1, 1)], [(0, 1), (1, 0)]
+    s1 = [px[p][1] for p in px]
+    pool1 = max(s1) if tag_pooling == "max" else sum(s1) / 4
+    term = -math.log(pool1)
+    base = (-math.log(sum(px[p][1] for p in fg) / 2) - math.log(sum(px[p][0] for p in bg) / 2)
+            - math.log(1 - max(px[p][2] for p in px)))
+    assert present_tag_loss(logits, tags, tag_pooling).item() == pytest.approx(term, rel=1e-6)
+    got = fgbg_prior_loss(logits, tags, mask, tag_pooling=tag_pooling, present_term=0.5)
+    assert got.item() == pytest.approx(base + 0.5 * term, rel=1e-6)
+    assert fgbg_prior_loss(logits, tags, mask, tag_pooling=tag_pooling).item() == pytest.approx(base, rel=1e-6)
+    # two present classes: the mean of their terms; none present: the term is 0
+    s2 = [px[p][2] for p in px]
+    pool2 = max(s2) if tag_pooling == "max" else sum(s2) / 4
+    both = present_tag_loss(logits, torch.tensor([[1.0, 1.0]]), tag_pooling).item()
+    assert both == pytest.approx((term - math.log(pool2)) / 2, rel=1e-6)
+    none = torch.zeros(1, 2)
+    assert present_tag_loss(logits, none, tag_pooling).item() == 0.0
+    assert torch.equal(fgbg_prior_loss(logits, none, mask, tag_pooling=tag_pooling, present_term=3.0),
+                       fgbg_prior_loss(logits, none, mask, tag_pooling=tag_pooling))
+
+
+@pytest.mark.parametrize("tag_pooling", ["max", "mean", "lse", "pixel"])
+def test_present_term_gradient_raises_the_present_class_score(tag_pooling):
+    """A gradient step on the added term raises each present class's image-level pooled score and
+    leaves absent classes out of the term (zero gradient when only absent classes remain)."""
+    logits, tags, mask = _setup(b=2, k=3, h=4, w=4, seed=3)
+    full = fgbg_prior_loss(logits, tags, mask, tag_pooling=tag_pooling, present_term=1.0, reduction="sum")
+    plain = fgbg_prior_loss(logits, tags, mask, tag_pooling=tag_pooling, reduction="sum")
+    (g,) = torch.autograd.grad(full - plain, logits)
+    (g_ref,) = torch.autograd.grad(present_tag_loss(logits, tags, tag_pooling, reduction="sum"), logits)
+    torch.testing.assert_close(g, g_ref)
+    pool = "mean" if tag_pooling == "pixel" else tag_pooling  # "pixel" pools log S; compare S itself
+    with torch.no_grad():
+        before = pool_region(torch.softmax(logits, 1), None, pool)
+        after = pool_region(torch.softmax(logits - 0.5 * g, 1), None, pool)
+    pres = tags > 0
+    assert (after[:, 1:][pres] > before[:, 1:][pres]).all()
+    (g0,) = torch.autograd.grad(present_tag_loss(logits, torch.zeros_like(tags), tag_pooling), logits)
+    assert g0.abs().max() == 0
+
+
+def test_present_term_not_double_counted_for_rejected_images():
+    """Rejected (check-mask) images keep exactly their tags-only loss, which already holds the
+    present term with weight 1; accepted images get the prior loss + w * the present term."""
+    logits, tags, mask = _setup()
+    w = 0.7
+    prior = fgbg_prior_loss(logits, tags, mask, reduction="none")
+    pres = present_tag_loss(logits, tags, "max", reduction="none")
+    tag = tags_only_loss(logits, tags, reduction="none")
+    mixed = fgbg_prior_loss(logits, tags, mask, accepted=torch.tensor([1.0, 0.0]), present_term=w, reduction="none")
+    torch.testing.assert_close(mixed, torch.stack([prior[0] + w * pres[0], tag[1]]))
+    # the tags-only loss = the present term + the background term + the absent term (same pooling)
+    s = torch.softmax(logits.detach(), 1)
+    mx = s.flatten(2).amax(-1)
+    absent = 1 - tags
+    ref = (present_tag_loss(logits, tags, "max", reduction="none") - torch.log(mx[:, 0])
+           + (-torch.log(1 - mx[:, 1:]) * absent).sum(1) / absent.sum(1))
+    torch.testing.assert_close(tag.detach(), ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_present_term_float32_under_autocast():
+    logits, tags, _ = _setup()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = present_tag_loss(logits.bfloat16(), tags)
+    assert a.dtype == torch.float32
+    torch.testing.assert_close(a, present_tag_loss(logits.bfloat16().float(), tags))
+
+
+def test_present_term_bad_input_raises():
+    logits, tags, mask = _setup()
+    with pytest.raises(InvalidInputError):
+        present_tag_loss(logits, tags[:, :2])
+    with pytest.raises(InvalidInputError):
+        present_tag_loss(logits, torch.cat([tags, tags]))
+    with pytest.raises(InvalidInputError):
+        present_tag_loss(logits[0], tags)
+    with pytest.raises(InvalidInputError):
+        present_tag_loss(logits, tags, "median")
+    with pytest.raises(InvalidInputError):
+        present_tag_loss(logits, tags, reduction="max")
+    for bad in (-0.1, float("nan"), float("inf"), "a", None):
+        with pytest.raises(InvalidInputError):
+            fgbg_prior_loss(logits, tags, mask, present_term=bad)
+    with pytest.raises(InvalidInputError):
+        fgbg_prior_loss(logits, tags, mask[0], present_term=1.0)

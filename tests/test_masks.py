@@ -8,7 +8,7 @@ import torch
 
 from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.ops.masks import (calibrate, cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask,
-                                fuse_activations, normalize_maps, per_image_iou, refine_masks)
+                                fuse_activations, lowlevel_objectness, normalize_maps, per_image_iou, refine_masks)
 from wsss_lib.models import SmallVGG, TagClassifier
 
 
@@ -163,3 +163,71 @@ def test_extract_variants_matches_single_extractions():
     ref = extract_masks(clf, imgs, torch.ones(3, 3), layers=("conv3",), aggregate="max", amp=False)["fused"]
     torch.testing.assert_close(out["c3"], ref)
     assert out["paper"].shape == (3, 32, 32)
+
+
+# --- training-free low-level objectness baseline -----------------------------------------------------------------
+
+
+def _textured_square(b=2, size=(64, 64), box=(20, 44, 16, 40), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y0, y1, x0, x1 = box
+    img = torch.full((b, 3, *size), 0.5)
+    img[:, :, y0:y1, x0:x1] = torch.rand(b, 3, y1 - y0, x1 - x0, generator=g)
+    sq = torch.zeros(size, dtype=torch.bool)
+    sq[y0:y1, x0:x1] = True
+    return img, sq
+
+
+@pytest.mark.parametrize("kind", ["gradient", "variance"])
+@pytest.mark.parametrize("sigma", [2.0, 4.0])
+def test_lowlevel_objectness_finds_a_textured_square(kind, sigma):
+    img, sq = _textured_square()
+    m = lowlevel_objectness(img, sigma=sigma, kind=kind)
+    assert m.shape == (2, 64, 64) and m.dtype == torch.float32
+    assert m.min() >= 0 and m.max() <= 1
+    for i in range(2):
+        assert m[i][sq].mean() > 3 * m[i][~sq].mean()
+        pred = m[i] >= 0.3
+        iou = (pred & sq).sum().item() / (pred | sq).sum().item()
+        assert iou > 0.5, (kind, sigma, iou)
+
+
+def test_lowlevel_objectness_matches_scipy():
+    """gradient = Gaussian(|Sobel|), variance = G*(I^2) - (G*I)^2, both with nearest-pixel borders."""
+    from scipy import ndimage
+
+    img, _ = _textured_square(b=1, size=(30, 41), box=(5, 20, 8, 30))
+    grey = (img[0] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).double().numpy()
+
+    def blur(a):
+        return ndimage.gaussian_filter(a, 2.0, mode="nearest", truncate=3.0)
+
+    def norm(a):
+        return (a - a.min()) / (a.max() - a.min())
+
+    grad = blur(np.hypot(ndimage.sobel(grey, 0, mode="nearest"), ndimage.sobel(grey, 1, mode="nearest")) / 8)
+    var = np.clip(blur(grey ** 2) - blur(grey) ** 2, 0, None)
+    np.testing.assert_allclose(lowlevel_objectness(img, 2.0, "gradient")[0].numpy(), norm(grad), atol=1e-5)
+    np.testing.assert_allclose(lowlevel_objectness(img, 2.0, "variance")[0].numpy(), norm(var), atol=1e-4)
+
+
+def test_lowlevel_objectness_edge_cases():
+    # flat image -> all zeros; each image normalised on its own; tiny images with a wide window work
+    assert (lowlevel_objectness(torch.full((1, 3, 8, 8), 0.3)) == 0).all()
+    img, _ = _textured_square()
+    torch.testing.assert_close(lowlevel_objectness(img[1:]), lowlevel_objectness(img)[1:])
+    torch.testing.assert_close(lowlevel_objectness(img * 0.5), lowlevel_objectness(img), atol=1e-5, rtol=1e-4)
+    small = lowlevel_objectness(torch.rand(3, 3, 5, 7), sigma=6.0, kind="variance")
+    assert small.shape == (3, 5, 7) and torch.isfinite(small).all() and 0 <= small.min() and small.max() <= 1
+
+
+def test_lowlevel_objectness_bad_input():
+    good = torch.rand(1, 3, 8, 8)
+    bad_inputs = [torch.rand(1, 1, 8, 8), torch.rand(3, 8, 8), (good * 255).to(torch.uint8), good * 255,
+                  torch.full((1, 3, 8, 8), float("nan")), good.numpy()]
+    for x in bad_inputs:
+        with pytest.raises(InvalidInputError):
+            lowlevel_objectness(x)
+    for kw in ({"sigma": 0.0}, {"sigma": -1.0}, {"sigma": float("inf")}, {"sigma": "a"}, {"kind": "laplace"}):
+        with pytest.raises(InvalidInputError):
+            lowlevel_objectness(good, **kw)

@@ -10,10 +10,11 @@ from wsss_lib.core.checkpoint import load_checkpoint
 from wsss_lib.data.base import DatasetInfo
 from wsss_lib.core.errors import InvalidInputError, WsssError
 from wsss_lib.models import SegNet, SmallVGG, TagClassifier
+from wsss_lib.ops.losses import fgbg_prior_loss
 from wsss_lib.engine.train import InMemoryDataset, batch_indices, batch_stream, fit, train_classifier
 from wsss_lib.engine.predict import (evaluate_classifier, evaluate_segmentation, evaluate_segmentation_both,
                                      predict_segmentation)
-from wsss_lib.papers.segmentation import train_segmentation
+from wsss_lib.papers.segmentation import segmentation_loss_step, train_segmentation
 
 TINY = dict(widths=(4, 6, 8, 8, 8), depths=(1, 1, 1, 1, 1))
 
@@ -218,6 +219,43 @@ def test_checkmask_training_and_bad_masks():
         train_segmentation(net, ds, "prior", masks=masks[:3], steps=1, device="cpu", progress=False)
     with pytest.raises(InvalidInputError):
         train_segmentation(net, ds, "weird", steps=1, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("rejected", ["tags", "ignore"])
+def test_segmentation_step_threads_present_term(rejected):
+    """The prior-mode step passes ``present_term`` (and ``tag_pooling``) to fgbg_prior_loss; 0 is the
+    plain loss; train_segmentation takes it and rejects a negative weight."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 3, 1)
+    batch = {"image": torch.rand(4, 3, 8, 8), "tags": torch.tensor([[1.0, 1, 0], [1, 0, 1], [1, 1, 1], [1, 0, 0]]),
+             "fg_mask": (torch.rand(4, 8, 8) > 0.5).float(), "accepted": torch.tensor([1.0, 0, 1, 1])}
+    with torch.no_grad():
+        logits = model(batch["image"])
+        tags = batch["tags"][:, 1:]
+        ref = {}
+        for w in (0.0, 0.5):
+            if rejected == "tags":
+                ref[w] = fgbg_prior_loss(logits, tags, batch["fg_mask"], accepted=batch["accepted"], tag_pooling="lse",
+                                         present_term=w)
+            else:
+                per = fgbg_prior_loss(logits, tags, batch["fg_mask"], tag_pooling="lse", present_term=w,
+                                      reduction="none")
+                ref[w] = (per * batch["accepted"]).sum() / batch["accepted"].sum()
+        for w in (0.0, 0.5):
+            step = segmentation_loss_step("prior", [1, 2], tag_pooling="lse", augment=False, rejected=rejected,
+                                          present_term=w)
+            torch.testing.assert_close(step(model, batch, "cpu"), ref[w])
+    assert ref[0.5] > ref[0.0]
+    with pytest.raises(InvalidInputError):
+        segmentation_loss_step("prior", [1, 2], present_term=-1.0)
+    ds = _toy(n=8)
+    net = SegNet(SmallVGG(**TINY), 3, width=8, dilation=1)
+    hist = train_segmentation(net, ds, "prior", masks=(ds.labels > 0).float(), present_term=0.5, steps=2,
+                              batch_size=4, device="cpu", progress=False)
+    assert all(np.isfinite(hist["loss"]))
+    with pytest.raises(InvalidInputError):
+        train_segmentation(net, ds, "prior", masks=(ds.labels > 0).float(), present_term=float("nan"), steps=1,
+                           device="cpu", progress=False)
 
 
 def test_full_supervision_learns_and_crf_evaluation():

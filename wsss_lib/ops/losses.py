@@ -19,6 +19,9 @@ i.e. weighted cross-entropy: ``-sum w log S / sum w``).
 * Paper 1 [ours, see papers README]: :func:`fgbg_prior_loss` — background class 0 rewarded over
   ``1 - mask``, each present foreground class over ``mask``, absent classes penalised through
   their image maximum. With ``accepted`` (check-mask), rejected images fall back to the tag term.
+  ``present_term=w > 0`` adds the [summary] loss's image-level tag term over present classes,
+  ``w * (-1/|L| sum_{k in L} log pool_image S^k)`` (:func:`present_tag_loss`; the weight and the
+  pooling, ``tag_pooling``, are [ours]; ``w = 0``, the default, leaves the loss unchanged).
 * Paper 2 [ours]: every tagged class (fg or bg) rewarded over its own heatmap region: call
   :func:`region_loss` with those regions and ``separate=()`` (all classes equal).
 * Baselines: :func:`tags_only_loss` (no mask: MIL-style pooling over the whole image) and
@@ -32,6 +35,7 @@ pooling only reaches each absent class's arg-max pixel. ``tests/test_losses.py``
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -194,25 +198,78 @@ def tags_only_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, pooling: str
                        reduction=reduction)
 
 
+def present_tag_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, pooling: str = "max", lse_r: float = 5.0,
+                     eps: float = 1e-5, reduction: str = "mean") -> torch.Tensor:
+    """Image-level tag term over the present foreground classes (paper 1's loss [summary])::
+
+        -1/|L| sum_{k in L} log pool_image S^k
+
+    ``seg_logits`` ``(B, K+1, h, w)`` raw scores (class 0 = background, not part of ``L``);
+    ``fg_tags`` ``(B, K)`` in {0, 1} (``L`` = the columns equal to 1). ``S^k`` is the per-pixel
+    softmax, pooled over the whole score map at its own resolution ``(h, w)`` [ours, as the absent
+    term] with :func:`pool_region` (``pooling``: ``"max"`` (MIL), ``"lse"``, ``"mean"``, or
+    ``"pixel"``, the mean per-pixel log-probability). Images without a present foreground class
+    contribute 0. Returns a value >= 0: ``(B,)`` for ``reduction="none"``, else a scalar
+    (``"mean"`` over the batch, or ``"sum"``); always float32.
+
+    This is exactly the foreground part of :func:`tags_only_loss`'s present term.
+    """
+    _check(seg_logits)
+    b, c = seg_logits.shape[:2]
+    if not torch.is_tensor(fg_tags) or tuple(fg_tags.shape) != (b, c - 1):
+        got = tuple(fg_tags.shape) if torch.is_tensor(fg_tags) else type(fg_tags).__name__
+        raise InvalidInputError(f"fg_tags must be (B, K) = ({b}, {c - 1}), got {got}")
+    if pooling not in POOLINGS:
+        raise InvalidInputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise InvalidInputError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    with torch.autocast(seg_logits.device.type, enabled=False):  # the loss is always float32
+        probs = torch.softmax(seg_logits.float(), dim=1)[:, 1:]  # (B, K, h, w): foreground classes
+        pres = fg_tags.to(device=probs.device, dtype=probs.dtype)
+        pooled = pool_region(probs, None, pooling, lse_r, eps)  # (B, K)
+        nll = -pooled if pooling == "pixel" else -torch.log(pooled.clamp(min=eps))
+        loss = (nll * pres).sum(1) / pres.sum(1).clamp(min=1.0)
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
 def fgbg_prior_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, fg_mask: torch.Tensor, pooling: str = "mean",
                     absent_pooling: str = "max", lse_r: float = 5.0, accepted: torch.Tensor | None = None,
-                    tag_pooling: str = "max", reduction: str = "mean") -> torch.Tensor:
+                    tag_pooling: str = "max", reduction: str = "mean", present_term: float = 0.0) -> torch.Tensor:
     """Paper 1's loss with the built-in fg/bg prior [ours reconstruction, see papers README]::
 
         L = -1/|L| sum_{k in L} log pool_{fg} S^k  -  log pool_{bg} S^0  -  1/|L̄| sum_{k in L̄} log(1 - max S^k)
+            [ + present_term * (-1/|L| sum_{k in L} log pool_image S^k) ]
 
     ``seg_logits`` ``(B, K+1, h, w)`` (class 0 = background), ``fg_tags`` ``(B, K)`` {0,1},
     ``fg_mask`` ``(B, H, W)`` in [0, 1] (1 = foreground; soft masks act as weights).
     ``accepted`` ``(B,)`` {0,1} (check-mask): rejected images use :func:`tags_only_loss` with
     ``tag_pooling`` instead of the mask term.
+
+    ``present_term`` (weight >= 0; 0 = off, the default, computes nothing extra): the papers
+    README's [summary] image-level tag term over the present foreground classes,
+    :func:`present_tag_loss` with ``pool_image`` = ``tag_pooling`` over the whole score map
+    (weight and pooling [ours]); images without a present foreground class get 0 from it. It is
+    added to the *accepted* images only: a rejected image's :func:`tags_only_loss` already holds
+    this very term (same classes, same pooling) with weight 1, so it is not added a second time
+    there. ``reduction``: "mean", "sum" or "none" (``(B,)``).
     """
     _check(seg_logits)
     if fg_tags.shape[1] != seg_logits.shape[1] - 1:
         raise InvalidInputError(f"fg_tags must have K = {seg_logits.shape[1] - 1} columns (seg_logits has K+1 "
                                 f"classes), got {tuple(fg_tags.shape)}")
+    try:
+        weight = float(present_term)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"present_term must be a number >= 0, got {present_term!r}") from None
+    if not math.isfinite(weight) or weight < 0:
+        raise InvalidInputError(f"present_term must be a finite number >= 0, got {present_term!r}")
     regions, present = fgbg_regions(fg_tags, fg_mask)
     loss = region_loss(seg_logits, regions.to(seg_logits.device), present.to(seg_logits.device), pooling,
                        absent_pooling, separate=(0,), lse_r=lse_r, reduction="none")
+    if weight > 0:
+        loss = loss + weight * present_tag_loss(seg_logits, fg_tags, tag_pooling, lse_r, reduction="none")
     if accepted is not None:
         acc = accepted.to(loss.dtype).reshape(-1)
         if acc.numel() != loss.numel():

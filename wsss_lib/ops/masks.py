@@ -19,11 +19,14 @@ compare them; the defaults marked [ours] are our reconstruction:
 
 Baselines on the same network: :func:`cam_maps` (CAM [Zhou et al.]: class score maps of the present
 classes, max over classes, normalised) and :func:`floor_mask` (the whole image is foreground).
+Training-free baseline [ours]: :func:`lowlevel_objectness` (smoothed edge / texture energy of the
+image itself, no network) asks whether the built-in prior is more than low-level cues.
 :func:`extract_masks` gets stage activations and score maps from ONE forward pass.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -36,6 +39,7 @@ from ..core.runtime import predict_batches
 from .crf import crf_batch
 
 AGGREGATES = ("mean", "max", "l2")
+OBJECTNESS_KINDS = ("gradient", "variance")
 NORMALIZES = ("minmax", "max", "none")
 ALIGNS = ("largest", "smallest")
 
@@ -150,6 +154,75 @@ def cam_maps(score_maps: torch.Tensor, tags: torch.Tensor, out_size: tuple[int, 
 def floor_mask(shape: tuple[int, ...]) -> torch.Tensor:
     """The "whole image is foreground" floor: ones of ``shape`` ``(B, H, W)`` (a bool tensor)."""
     return torch.ones(tuple(shape), dtype=torch.bool)
+
+
+def _gaussian_kernel1d(sigma: float, truncate: float = 3.0) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps ``(2 r + 1,)``, ``r = ceil(truncate * sigma)``."""
+    r = max(1, int(math.ceil(truncate * sigma)))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, 1, H, W)`` with replicated borders (any image size)."""
+    k = _gaussian_kernel1d(sigma).to(x.device, x.dtype)
+    r = (k.numel() - 1) // 2
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def _sobel_magnitude(grey: torch.Tensor) -> torch.Tensor:
+    """Gradient magnitude ``(B, 1, H, W)`` of ``(B, 1, H, W)`` with 3x3 Sobel kernels normalised by
+    1/8 (a unit step of intensity -> 0.5 at the edge), replicated borders."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=grey.device) / 8.0
+    kernels = torch.stack([kx, kx.T])[:, None].to(grey.dtype)  # (2, 1, 3, 3): d/dx, d/dy
+    g = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
+    return g.pow(2).sum(1, keepdim=True).sqrt()
+
+
+def lowlevel_objectness(images: torch.Tensor, sigma: float = 4.0, kind: str = "gradient") -> torch.Tensor:
+    """Training-free low-level "objectness" map [ours]: local edge / texture energy of the image.
+
+    *Is the built-in prior more than low-level cues?* A network-free baseline for the fused fg/bg
+    map of :func:`fuse_activations` (threshold it, CRF-refine it, score it the same way).
+
+    ``images`` float ``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, H, W)`` float32 in [0, 1] (1 = most
+    textured; each map min-max normalised on its own, a constant map -> 0). The grey image is
+    ``0.299 R + 0.587 G + 0.114 B`` (ITU-R 601). ``kind``:
+
+    * ``"gradient"`` [ours, default]: Sobel gradient magnitude, then Gaussian-smoothed with
+      standard deviation ``sigma`` px (so edges spread into the regions they bound);
+    * ``"variance"`` [ours]: local variance of the grey image in a Gaussian window of standard
+      deviation ``sigma`` px, ``G*(I^2) - (G*I)^2``.
+
+    The Gaussian is truncated at ``3 sigma``, borders are replicated. ``sigma`` > 0 (default 4.0
+    [ours]; scale it with the image size).
+    """
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
+        got = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise InvalidInputError(f"images must be (B, 3, H, W), got {got}")
+    if not images.is_floating_point():
+        raise InvalidInputError(f"images must be float RGB in [0, 1], got dtype {images.dtype}")
+    if kind not in OBJECTNESS_KINDS:
+        raise InvalidInputError(f"kind must be one of {OBJECTNESS_KINDS}, got {kind!r}")
+    try:
+        sigma = float(sigma)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"sigma must be a number > 0, got {sigma!r}") from None
+    if not math.isfinite(sigma) or sigma <= 0:
+        raise InvalidInputError(f"sigma must be a finite number > 0, got {sigma}")
+    x = images.float()
+    if x.numel() and (not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1):
+        raise InvalidInputError("images must be finite RGB values in [0, 1]")
+    rgb = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+    grey = (x * rgb).sum(1, keepdim=True)  # (B, 1, H, W)
+    if kind == "gradient":
+        energy = _gaussian_blur(_sobel_magnitude(grey), sigma)
+    else:
+        mean = _gaussian_blur(grey, sigma)
+        energy = (_gaussian_blur(grey * grey, sigma) - mean * mean).clamp(min=0)
+    return normalize_maps(energy[:, 0], "minmax")
 
 
 def calibrate(maps: torch.Tensor | np.ndarray, threshold: float = 0.5):

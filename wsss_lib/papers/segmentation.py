@@ -8,6 +8,7 @@ the CRF-refined fg/bg masks (``accepted`` per image for check-mask); ``"tags"``:
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -22,12 +23,21 @@ SEG_MODES = ("prior", "tags", "full")
 
 
 def segmentation_loss_step(mode: str, fg_classes: Sequence[int], pooling: str = "mean", tag_pooling: str = "max",
-                           absent_pooling: str = "max", augment: bool = True, rejected: str = "tags") -> LossStep:
+                           absent_pooling: str = "max", augment: bool = True, rejected: str = "tags",
+                           present_term: float = 0.0) -> LossStep:
     """Loss step of :func:`train_segmentation`. The batch carries ``fg_mask`` (prior mode) and
     optionally ``accepted`` (check-mask; ``rejected="tags"``: rejected images get the tag term,
-    ``"ignore"``: they are left out of the loss)."""
+    ``"ignore"``: they are left out of the loss). ``present_term`` (weight >= 0, prior mode only):
+    the image-level tag term over present classes of :func:`~wsss_lib.ops.losses.fgbg_prior_loss`
+    (pooled with ``tag_pooling``; added to accepted images only, see there); 0 = off."""
     if rejected not in ("tags", "ignore"):
         raise InvalidInputError(f"rejected must be 'tags' or 'ignore', got {rejected!r}")
+    try:
+        present_term = float(present_term)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"present_term must be a number >= 0, got {present_term!r}") from None
+    if not math.isfinite(present_term) or present_term < 0:
+        raise InvalidInputError(f"present_term must be a finite number >= 0, got {present_term!r}")
 
     if mode not in SEG_MODES:
         raise InvalidInputError(f"mode must be one of {SEG_MODES}, got {mode!r}")
@@ -48,11 +58,13 @@ def segmentation_loss_step(mode: str, fg_classes: Sequence[int], pooling: str = 
         acc = batch.get("accepted")
         mask = batch["fg_mask"].to(device).float()
         if acc is not None and rejected == "ignore":
-            per = fgbg_prior_loss(logits, tags, mask, pooling, absent_pooling, reduction="none")
+            per = fgbg_prior_loss(logits, tags, mask, pooling, absent_pooling, tag_pooling=tag_pooling,
+                                  reduction="none", present_term=present_term)
             acc = acc.to(device).float()
             return (per * acc).sum() / acc.sum().clamp(min=1.0)
         return fgbg_prior_loss(logits, tags, mask, pooling, absent_pooling,
-                               accepted=None if acc is None else acc.to(device).float(), tag_pooling=tag_pooling)
+                               accepted=None if acc is None else acc.to(device).float(), tag_pooling=tag_pooling,
+                               present_term=present_term)
 
     return step
 
@@ -60,8 +72,8 @@ def segmentation_loss_step(mode: str, fg_classes: Sequence[int], pooling: str = 
 def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, masks: torch.Tensor | None = None,
                        accepted: torch.Tensor | None = None, fg_classes: Sequence[int] | None = None,
                        pooling: str = "mean", tag_pooling: str = "max", absent_pooling: str = "max",
-                       rejected: str = "tags", steps: int = 400, batch_size: int = 16, lr: float = 0.01,
-                       optimizer: str = "sgd",
+                       rejected: str = "tags", present_term: float = 0.0, steps: int = 400, batch_size: int = 16,
+                       lr: float = 0.01, optimizer: str = "sgd",
                        head_lr_mult: float = 10.0, augment: bool = True, **fit_kw) -> dict:
     """Train a :class:`~wsss_lib.models.SegNet` (``K + 1`` outputs, 0 = background).
 
@@ -70,6 +82,9 @@ def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, 
     check-mask), ``"tags"`` (tags-only baseline) or ``"full"`` (pixel labels, the upper bound).
     ``fg_classes``: the tag columns of the foreground classes (default ``dataset.info.foreground``
     or 1..C-1). The new head gets ``head_lr_mult`` x the learning rate (DeepLab's 10x).
+    ``present_term`` (weight >= 0; 0 = off, the default): add the [summary] loss's image-level tag
+    term over present classes, pooled with ``tag_pooling`` (prior mode only; the other modes
+    ignore it: the tags-only loss already holds this term, the full mode has no tag term).
     """
     if mode not in SEG_MODES:
         raise InvalidInputError(f"mode must be one of {SEG_MODES}, got {mode!r}")
@@ -102,5 +117,5 @@ def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, 
                   {"params": list(model.head.parameters()), "lr_mult": head_lr_mult}]
     fit_kw.setdefault("desc", f"seg[{mode}]")
     return fit(model, ds, segmentation_loss_step(mode, fg_classes, pooling, tag_pooling, absent_pooling, augment,
-                                                 rejected),
+                                                 rejected, present_term),
                steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, param_groups=groups, **fit_kw)
