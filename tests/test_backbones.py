@@ -166,3 +166,49 @@ def test_segnet_head_initialised_from_classifier():
     # a classifier without a matching hidden layer: only the backbone is copied
     net2 = SegNet(SmallVGG(**SMALL), 5, width=16).init_from_classifier(clf)
     assert not net2.head_initialised
+
+
+def test_mean_pooled_classifier_without_hidden_layer_is_zhou_cam():
+    """TagClassifier(backbone, K, pooling="mean", hidden=0) is CAM's layout [Zhou et al. 2016]: GAP of
+    the last conv stage + one linear layer. A 1x1 conv commutes with the spatial mean, so the image
+    logits are the spatial mean of the score maps, and the score maps are the CAMs
+    ``M_c = sum_k w_ck f_k`` plus the bias ``b_c``. cam_maps(normalize="minmax") is then exactly
+    Zhou's normalised CAM (``(M - min M) / (max M - min M)``; the bias cancels); the default
+    ``"max"`` (ReLU, divide by the max) normalises ``M_c + b_c``."""
+    from wsss_lib.ops.masks import cam_maps
+
+    torch.manual_seed(0)
+    clf = TagClassifier(SmallVGG(**SMALL), 3, pooling="mean", hidden=0)
+    assert isinstance(clf.dropout, torch.nn.Identity) and isinstance(clf.fc, torch.nn.Identity)
+    assert clf.head.kernel_size == (1, 1) and clf.head.in_channels == clf.backbone.out_channels
+    with torch.no_grad():
+        clf.head.bias.copy_(torch.tensor([0.3, -0.2, 0.1]))  # a trained head has a bias: keep it in the check
+    clf.eval()
+    x = torch.rand(2, 3, 40, 48)
+    with torch.no_grad():
+        out = clf(x, return_stages=("conv5",))
+        feat = out["stages"]["conv5"]  # the last conv stage (after its ReLU), what CAM weights
+        w, b = clf.head.weight[:, :, 0, 0], clf.head.bias
+        cam = torch.einsum("ck,bkhw->bchw", w, feat)  # Zhou's M_c(x, y) = sum_k w_ck f_k(x, y)
+        gap_fc = feat.mean((-2, -1)) @ w.T + b  # GAP, then one linear layer
+    torch.testing.assert_close(out["score_maps"], cam + b[None, :, None, None], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["logits"], out["score_maps"].mean((-2, -1)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["logits"], gap_fc, rtol=1e-5, atol=1e-6)
+
+    tags = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    flat = cam.flatten(2)
+    lo, hi = flat.amin(-1)[..., None, None], flat.amax(-1)[..., None, None]
+    zhou = ((cam - lo) / (hi - lo)).masked_fill(tags[:, :, None, None] == 0, 0).amax(1)
+    torch.testing.assert_close(cam_maps(out["score_maps"], tags, normalize="minmax"), zhou, rtol=1e-5, atol=1e-6)
+    # the default "max" normalisation sees the bias: ReLU(M_c + b_c) / max (an all-negative map -> 0)
+    shifted = (cam + b[None, :, None, None]).clamp(min=0)
+    relu_max = shifted / shifted.flatten(2).amax(-1).clamp(min=1e-8)[..., None, None]
+    relu_max = relu_max.masked_fill(tags[:, :, None, None] == 0, 0).amax(1)
+    torch.testing.assert_close(cam_maps(out["score_maps"], tags), relu_max, rtol=1e-5, atol=1e-6)
+    # ... so it is Zhou's ReLU(M)/max only for a zero bias
+    with torch.no_grad():
+        clf.head.bias.zero_()
+        sm0 = clf(x)["score_maps"]
+    relu_cam = cam.clamp(min=0) / cam.clamp(min=0).flatten(2).amax(-1).clamp(min=1e-8)[..., None, None]
+    relu_cam = relu_cam.masked_fill(tags[:, :, None, None] == 0, 0).amax(1)
+    torch.testing.assert_close(cam_maps(sm0, tags), relu_cam, rtol=1e-5, atol=1e-6)

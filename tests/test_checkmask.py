@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from wsss_lib.ops.checkmask import accepted_mask_quality, simulate_checkmask
+from wsss_lib.ops.masks import per_image_iou
 from wsss_lib.core.errors import InvalidInputError
 
 
@@ -54,3 +55,23 @@ def test_bad_input():
         simulate_checkmask(masks[:2], labels)
     with pytest.raises(InvalidInputError):
         simulate_checkmask(masks, labels, tau=2)
+
+
+def test_noise_flips_about_that_fraction_of_decisions():
+    """noise p: each decision is flipped with probability p (1000 masks, p = 0.2 -> 15-25 % flipped,
+    for several seeds); noise 0 is the deterministic IoU > tau rule whatever the seed; noise 1 flips all."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random((1000, 6, 6)) < 0.5).astype(np.int64)
+    masks = np.where(rng.random((1000, 1, 1)) < 0.5, labels > 0, rng.random((1000, 6, 6)) < 0.5)
+    clean = simulate_checkmask(masks, labels, tau=0.5)["accepted"]
+    np.testing.assert_array_equal(clean, per_image_iou(masks, labels) > 0.5)
+    assert 0.3 < clean.mean() < 0.7  # both decisions are common
+    for seed in (0, 1, 7):
+        np.testing.assert_array_equal(simulate_checkmask(masks, labels, noise=0.0, seed=seed)["accepted"], clean)
+        noisy = simulate_checkmask(masks, labels, noise=0.2, seed=seed)
+        flipped = (noisy["accepted"] != clean).mean()
+        assert 0.15 <= flipped <= 0.25, (seed, flipped)
+        np.testing.assert_array_equal(noisy["iou"], per_image_iou(masks, labels))  # the IoU is not noised
+    assert (simulate_checkmask(masks, labels, noise=1.0)["accepted"] != clean).all()
+    with pytest.raises(InvalidInputError):
+        simulate_checkmask(masks, labels, noise=1.5)
