@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         # fusion on VAL for the from-scratch SmallVGG (seed 0, TEST mask IoU after the CRF 0.661 vs
         # 0.632); notebooks 02/03 record the paper's layers side by side (*_paper_layers)
         "default": {"layers": ["conv3", "conv4", "conv5"], "weights": None, "aggregate": "mean", "normalize": "minmax",
-                    "align": "largest", "normalize_each": False,
+                    "align": "largest", "normalize_each": False, "cam_normalize": "max",
                     "thresholds": [round(0.05 * i, 2) for i in range(1, 20)]},
         "quick": {},
     },

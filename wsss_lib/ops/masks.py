@@ -271,8 +271,9 @@ def extract_masks(classifier: torch.nn.Module, images: torch.Tensor, tags: torch
                   aggregate: str = "mean", normalize: str = "minmax", align: str = "largest",
                   normalize_each: bool = False, out_size: tuple[int, int] | None = None,
                   batch_size: int = 64, device: torch.device | str | None = None, amp: bool = True,
-                  progress: bool = False) -> dict[str, torch.Tensor]:
-    """Fused fg/bg maps and CAM maps from one forward pass per batch.
+                  progress: bool = False, cam_normalize: str = "max") -> dict[str, torch.Tensor]:
+    """Fused fg/bg maps and CAM maps from one forward pass per batch (``cam_normalize``: see
+    :func:`cam_maps`; "minmax" is Zhou et al.'s, unaffected by the head's bias).
 
     ``images`` float ``(N, 3, H, W)`` in [0, 1]; ``tags`` ``(N, K)`` {0, 1} (for CAM; ``None`` ->
     the classifier's own predictions). Returns CPU tensors ``{"fused": (N, H, W) [0, 1],
@@ -291,7 +292,7 @@ def extract_masks(classifier: torch.nn.Module, images: torch.Tensor, tags: torch
         t = tags[lo:hi].to(device) if tags is not None else (lg > 0).float()
         return {"fused": fuse_activations(out["stages"], layers, weights, aggregate, normalize, out_size, align,
                                           normalize_each).cpu(),
-                "cam": cam_maps(out["score_maps"], t, out_size).cpu(), "logits": lg.cpu()}
+                "cam": cam_maps(out["score_maps"], t, out_size, cam_normalize).cpu(), "logits": lg.cpu()}
 
     return predict_batches(classifier, images.shape[0], forward, post, batch_size=batch_size, device=device,
                            amp=amp, progress=progress, desc="masks")

@@ -160,7 +160,7 @@ def compute_masks(ctx, classifier, split: str, progress: bool = False, **overrid
     out = extract_masks(classifier, ds.images.float().div(255.0), ds.tags[:, fg], layers=mcfg["layers"],
                         weights=mcfg["weights"], aggregate=mcfg["aggregate"], normalize=mcfg["normalize"],
                         align=mcfg["align"], normalize_each=mcfg["normalize_each"], device=ctx.device,
-                        progress=progress)
+                        progress=progress, cam_normalize=mcfg["cam_normalize"])
     stored = {k: v.half() if k != "logits" else v for k, v in out.items()}
     save_checkpoint({"maps": stored, "key": plain_config(key)}, path)
     # return exactly what a later cache hit returns (float16-rounded), so downstream caches agree

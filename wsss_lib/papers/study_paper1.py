@@ -112,8 +112,10 @@ def run_paper1_seed(ctx, kinds: Sequence[str] = P.SEG_KINDS, progress: bool = Fa
         conf[f"mask/{name}+crf"] = mask_confusion(q >= 0.5, tl)
 
     add("cam_head", mp["maps"]["test"]["cam"], th["cam"])
-    cam = {s: P.compute_masks(ctx, cam_clf, s) for s in ("val", "test")}
-    th["cam_gap"] = P.choose_thresholds(ctx, cam)["cam"]
+    # Zhou et al.'s CAM: GAP + linear classifier, min-max normalised (their code; the bias cancels)
+    cam = {s: P.compute_masks(ctx, cam_clf, s, cam_normalize="minmax") for s in ("val", "test")}
+    grid = preset("masks", ctx.quick)["thresholds"]
+    th["cam_gap"] = choose_threshold(cam["val"]["cam"], P.load_split(ctx, "val").labels.long(), grid)[0]
     add("cam", cam["test"]["cam"], th["cam_gap"])
     low = choose_lowlevel(ctx)
     add("lowlevel", lowlevel_maps(ctx, "test", low["kind"], low["sigma"]), low["threshold"])
@@ -153,11 +155,11 @@ def paper1_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
 
 CRF_GRID = [{"bilateral_sxy": sxy, "bilateral_srgb": srgb, "bilateral_compat": compat}
             for sxy in (20.0, 45.0, 80.0) for srgb in (4.0, 7.0, 13.0) for compat in (3.0, 6.0, 10.0)]
-STEPS_GRID = (150, 300, 600, 1200)
+STEPS_GRID = (300, 600, 1200)
 
 
-def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_grid: Sequence[int] = STEPS_GRID,
-                  crf_grid: Sequence[dict] = tuple(CRF_GRID), tolerance: float = 0.005, progress: bool = True) -> dict:
+def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_grid: Sequence[int] | None = None,
+                  crf_grid: Sequence[dict] | None = None, tolerance: float = 0.005, progress: bool = True) -> dict:
     """The VAL choices of paper 1 (seed of ``ctx``), written to ``<out>/choices.json``:
 
     * ``crf``: the pairwise setting (``crf_grid`` over the default :class:`~wsss_lib.ops.crf.CRFParams`) with the best
@@ -165,6 +167,8 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
     * ``steps``: per training mode, the fewest steps of ``steps_grid`` whose VAL mIoU (raw) is within
       ``tolerance`` of the best — where VAL mIoU stops improving (each is a full poly schedule).
     """
+    steps_grid = STEPS_GRID if steps_grid is None else steps_grid
+    crf_grid = CRF_GRID if crf_grid is None else crf_grid
     clf, _ = P.get_tag_classifier(ctx, progress=progress)
     val = P.load_split(ctx, "val")
     vl = val.labels.long()

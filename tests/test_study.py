@@ -1,0 +1,92 @@
+"""``wsss study paper1``: seeds, VAL choices, resumability, and the table's intervals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wsss_lib.cli import main
+from wsss_lib.core.config import PRESETS
+from wsss_lib.papers import study_paper1 as S
+from wsss_lib.papers.common import make_context
+from wsss_lib.papers.study import Comparison, markdown, run_seeds, summarise
+
+TINY = {
+    "toy_objects": {"n_train": 24, "n_val": 12, "n_test": 12},
+    "classifier": {"widths": [4, 8, 8, 8, 8], "depths": [1, 1, 1, 1, 1], "hidden": 8, "steps": 4, "batch_size": 8},
+    "seg": {"n_train": None, "n_val": None, "n_test": None, "steps": 3, "batch_size": 4, "head_width": 8},
+    "crf": {"workers": 1},
+}
+
+
+@pytest.fixture()
+def tiny(monkeypatch, tmp_path):
+    for section, values in TINY.items():
+        for k, v in values.items():
+            monkeypatch.setitem(PRESETS[section]["default"], k, v)
+            monkeypatch.setitem(PRESETS[section]["quick"], k, v)
+    monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
+    monkeypatch.setattr(S, "CRF_GRID", S.CRF_GRID[:2])
+    return tmp_path
+
+
+def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
+    out = tiny / "study"
+    argv = ["study", "paper1", "--seeds", "2", "--out", str(out), "--data-root", str(tiny / "data"), "--device",
+            "cpu", "--quick", "--choose", "--resamples", "200", "--no-progress"]
+    assert main(argv) == 0
+    ch = json.loads((out / "seed_0" / "choices.json").read_text())
+    assert set(ch["steps"]["chosen"]) == {"prior", "tags", "full"}
+    assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
+    assert len(ch["crf"]["grid"]) == 2 and ch["crf"]["best"] in ch["crf"]["grid"]
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["n_images"] == 12
+    names = {r["name"] for r in summary["comparisons"]}
+    assert {"prior - CAM, masks raw", "prior - CAM, masks + CRF", "seg: prior - tags, raw",
+            "seg: prior / full, + CRF", "prior - low-level cues, raw"} <= names
+    for r in summary["comparisons"]:
+        assert r["low"] <= r["value"] + 1e-9 and r["value"] <= r["high"] + 1e-9, r
+        assert len(r["per_seed"]) == 2
+    md = (out / "study.md").read_text()
+    assert "prior - CAM, masks raw" in md and "95 %" in md
+    # a finished seed is read back, never recomputed
+    stamp = (out / "seed_1" / "scores.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([a for a in argv if a != "--choose"]) == 0
+    assert (out / "seed_1" / "scores.pt").stat().st_mtime_ns == stamp
+    assert "study: seed" not in capsys.readouterr().out
+    assert json.loads((out / "study.json").read_text())["comparisons"] == summary["comparisons"]
+
+
+def test_summarise_flags_targets(tmp_path):
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 2, size=(30, 6, 6))
+
+    def conf(p):
+        pred = np.where(rng.random(lab.shape) < p, 1 - lab, lab)
+        from wsss_lib.core.metrics import per_image_confusion
+        return per_image_confusion(lab, pred, 2)
+
+    res = run_seeds(tmp_path, [0, 1, 2], lambda s, f: {"conf": {"good": conf(0.05), "bad": conf(0.4)}}, progress=False)
+    summ = summarise(res, [Comparison("good - bad", "good", "bad", target=0.2, need_ci_above=0.0),
+                           Comparison("bad - good", "bad", "good", target=0.0)], [("good", "good", None)],
+                     n_resamples=200)
+    assert summ["comparisons"][0]["met"] is True and summ["comparisons"][1]["met"] is False
+    assert summ["comparisons"][0]["a"] == "good" and summ["comparisons"][0]["a_value"] > 0.8
+    assert "| good - bad |" in markdown(summ, "t") and "**no**" in markdown(summ, "t")
+
+
+def test_prior_beats_faithful_cam_like_for_like_on_the_quick_run(quick_run_dir, quick_run):
+    """On the quick run's classifier (seed 0): the prior's masks beat Zhou's CAM raw vs raw and CRF vs CRF."""
+    quick_run["02_fgbg_masks"]  # the quick run trained the classifier and made the masks
+    ctx = make_context(None, quick_run_dir, "cpu", True, 0, "toy_objects")
+    res = S.run_paper1_seed(ctx, kinds=())
+    results = {0: {"conf": res["conf"], "meta": {}}}
+    summ = summarise(results, [c for c in S.COMPARISONS if c.a.startswith("mask/")], n_resamples=300)
+    rows = {r["name"]: r for r in summ["comparisons"]}
+    assert rows["prior - CAM, masks raw"]["low"] > 0.05
+    assert rows["prior - CAM, masks + CRF"]["low"] > 0.05
+    assert rows["CRF gain of the prior mask"]["value"] > 0
+    assert rows["prior - floor (all foreground), raw"]["low"] > 0.05
