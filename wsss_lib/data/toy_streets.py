@@ -435,6 +435,79 @@ def generate_clip(seed: int, split: str, index: int, frames: int = 8, size: Sequ
             "canvas_shape": (hc, wc)}
 
 
+# ------------------------------------------------------------------------------------------ measurability
+def oracle_stride_prediction(label: np.ndarray, num_classes: int, stride: int = 8,
+                             ignore_index: int = 255) -> np.ndarray:
+    """What a *perfect* stride-``stride`` score map predicts: ``int64 (H, W)``.
+
+    The score of class ``c`` in each ``stride x stride`` cell is the true fraction of the cell's
+    labelled pixels that are ``c`` (cells at a ragged border are partial, as a padded network's
+    would be); the ``ceil(H/s) x ceil(W/s)`` maps are upsampled bilinearly (half-pixel centres, as
+    ``F.interpolate(..., align_corners=False)``) to ``(H, W)`` and the argmax is taken.
+    """
+    lab = np.asarray(label)
+    if lab.ndim != 2:
+        raise InvalidInputError(f"label must be (H, W), got shape {lab.shape}")
+    s = int(stride)
+    if s < 1:
+        raise InvalidInputError(f"stride must be >= 1, got {stride}")
+    h, w = lab.shape
+    hs, ws = -(-h // s), -(-w // s)
+    pad = np.full((hs * s, ws * s), ignore_index, np.int64)
+    pad[:h, :w] = lab
+    valid = (pad != ignore_index) & (pad >= 0) & (pad < num_classes)
+    cells = np.where(valid, pad, num_classes).reshape(hs, s, ws, s).transpose(0, 2, 1, 3).reshape(hs, ws, s * s)
+    counts = np.stack([(cells == c).sum(-1) for c in range(num_classes)], -1).astype(np.float32)
+    frac = counts / np.maximum(counts.sum(-1, keepdims=True), 1.0)
+    up = np.stack([cv2.resize(np.ascontiguousarray(frac[..., c]), (ws * s, hs * s), interpolation=cv2.INTER_LINEAR)
+                   for c in range(num_classes)], -1)
+    return up[:h, :w].argmax(-1)
+
+
+def oracle_stride_iou(labels, num_classes: int = len(CLASSES), stride: int = 8, ignore_index: int = 255) -> np.ndarray:
+    """Per-class IoU ``float64 (C,)`` of :func:`oracle_stride_prediction` over ``labels`` (an
+    iterable of ``(H, W)`` maps or a ``(N, H, W)`` array; intersections and unions pooled over all
+    of them). NaN for a class absent from both. The upper bound of any model whose class scores
+    live on a stride-``stride`` grid and are bilinearly upsampled (no CRF)."""
+    inter = np.zeros(num_classes, np.int64)
+    union = np.zeros(num_classes, np.int64)
+    for lab in labels:
+        lab = np.asarray(lab)
+        pred = oracle_stride_prediction(lab, num_classes, stride, ignore_index)
+        ok = (lab != ignore_index) & (lab >= 0) & (lab < num_classes)
+        t, p = lab[ok].astype(np.int64), pred[ok]
+        cm = np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+        tp = np.diag(cm)
+        inter += tp
+        union += cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
+def instance_sizes(clip: dict) -> list[dict]:
+    """Visible size of every object in every frame of a :func:`generate_clip` result.
+
+    One dict per (frame, visible object): ``class``, ``frame``, ``w`` / ``h`` (bounding box of its
+    visible pixels, frame px), ``area`` (px), ``thickness`` (diameter of the largest disc inside
+    the visible mask, i.e. how wide it is where it is widest: a 1-px line gives 1) and ``cut``
+    (True when it touches the frame border, i.e. may be cut off).
+    """
+    out = []
+    for t, inst in enumerate(np.asarray(clip["instances"])):
+        h, w = inst.shape
+        for k in np.unique(inst):
+            if k == 0:
+                continue
+            m = inst == k
+            ys, xs = np.nonzero(m)
+            dist = cv2.distanceTransform(np.pad(m, 1).astype(np.uint8), cv2.DIST_L2, 5)
+            out.append({"class": clip["objects"][int(k) - 1]["class"], "frame": t,
+                        "w": int(xs.max() - xs.min() + 1), "h": int(ys.max() - ys.min() + 1), "area": int(m.sum()),
+                        "thickness": round(float(2 * dist.max() - 1), 2),
+                        "cut": bool(xs.min() == 0 or ys.min() == 0 or xs.max() == w - 1 or ys.max() == h - 1)})
+    return out
+
+
 # ------------------------------------------------------------------------------------------ disk
 def _params(size=(_DEF["height"], _DEF["width"]), frames=_DEF["frames"], n_train=_DEF["n_train"], n_val=_DEF["n_val"],
             n_test=_DEF["n_test"], seed=_DEF["seed"], jpeg_quality=92) -> dict:
