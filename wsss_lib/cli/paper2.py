@@ -63,7 +63,7 @@ def _write(ctx, name: str, metrics: dict) -> int:
 
 
 def cmd_flow(args) -> int:
-    from ..data.registry import load_dataset  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..papers.common import dataset_split  # lazy: `wsss --help` and other commands do not load every pipeline
     from ..engine.shard import compute_dataset_flow  # lazy: `wsss --help` and other commands do not load every pipeline
     from ..papers.paper2 import flow_cache  # lazy: `wsss --help` and other commands do not load every pipeline
 
@@ -72,7 +72,7 @@ def cmd_flow(args) -> int:
     out = {"dataset": ctx.dataset, "folder": str(cache.folder), "method": cache.params.method, "splits": {}}
     for split in [s for s in args.splits.split(",") if s]:
         t = time.time()
-        _, samples = load_dataset(ctx.dataset, ctx.data_root, split)
+        _, samples = dataset_split(ctx, split)
         res = compute_dataset_flow(samples, cache, progress=args.progress, device=ctx.device)
         res["seconds"] = round(time.time() - t, 2)
         out["splits"][split] = res

@@ -93,8 +93,10 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "steps": 300, "batch_size": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001,
                     "pooling": "mean", "absent_pooling": "max", "init_from_classifier": True,
                     "fgbg_layers": ["conv4", "conv5"], "fgbg_crf": True,
-                    "kinds": ["appearance", "two_stream", "single_bg", "full"]},
-        "quick": {"steps": 80},
+                    "kinds": ["appearance", "two_stream", "single_bg", "full"],
+                    # clips used per split (None = all); quick mode: the first clips of each split
+                    "clips": {}},
+        "quick": {"steps": 80, "clips": {"train": 60, "val": 10, "test": 10}},
     },
 }
 

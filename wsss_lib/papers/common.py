@@ -9,6 +9,8 @@
   partial checkpoint of the same config).
 * :func:`complete_checkpoints` — every complete checkpoint of a kind, for the evaluation commands
   that rebuild trained models from their stored configs.
+* :func:`dataset_split` — ``(info, samples)`` of a split of the run's dataset (toy data generated with
+  the preset's parameters, so a new generator version regenerates it; ``clips`` keeps the first clips).
 * :func:`config_hash` / :func:`state_fingerprint` — cache keys.
 """
 
@@ -29,7 +31,10 @@ from ..core.errors import CheckpointError
 from ..core.io import plain_config
 from ..core.results import output_dir
 from ..core.runtime import seed_everything, select_device
-from ..data.registry import default_data_root
+from ..core.config import preset
+from ..data.registry import default_data_root, load_dataset
+
+TOY_DATASETS = ("toy_objects", "toy_streets")
 
 
 @dataclass
@@ -59,6 +64,19 @@ def make_context(data_root=None, out=None, device="auto", quick: bool = False, s
                      int(seed), dataset, name)
     ctx.checkpoints.mkdir(parents=True, exist_ok=True)
     return ctx
+
+
+def dataset_split(ctx, split: str, clips: int | None = None):
+    """``(info, samples)`` of ``split`` of ``ctx.dataset``. Toy datasets are (re)generated to match
+    their preset (a folder written by an older generator version is replaced); ``clips`` keeps the
+    frames of the first ``clips`` clips only (video datasets; None = all)."""
+    kw = preset(ctx.dataset, False) if ctx.dataset in TOY_DATASETS else {}
+    info, samples = load_dataset(ctx.dataset, ctx.data_root, split, **kw)
+    if clips is not None:
+        names = list(dict.fromkeys(s.clip for s in samples))[: int(clips)]
+        keep = set(names)
+        samples = [s for s in samples if s.clip in keep]
+    return info, samples
 
 
 def config_hash(cfg: dict) -> str:

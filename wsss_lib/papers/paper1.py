@@ -29,7 +29,6 @@ from ..core.config import preset
 from ..core.errors import CheckpointError, InvalidInputError
 from ..core.io import plain_config, write_masks
 from ..data.base import SegmentationDataset
-from ..data.registry import load_dataset
 from ..engine.predict import evaluate_segmentation_both
 from ..engine.train import InMemoryDataset, preload, train_classifier
 from ..models import SegNet, TagClassifier, build_backbone
@@ -37,7 +36,7 @@ from ..ops.checkmask import simulate_checkmask
 from ..ops.crf import CRFParams
 from ..ops.masks import (cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask, fuse_activations,
                          refine_masks)
-from .common import complete_checkpoints, config_hash, load_or_train, state_fingerprint
+from .common import complete_checkpoints, config_hash, dataset_split, load_or_train, state_fingerprint
 from .segmentation import train_segmentation
 
 # ----------------------------------------------------------------------------- data
@@ -59,8 +58,7 @@ def load_split(ctx, split: str, n: int | None = None, progress: bool = False) ->
     key = (str(ctx.data_root), ctx.dataset, split, n)
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
-    kw = preset(ctx.dataset, False) if ctx.dataset in ("toy_objects", "toy_streets") else {}
-    info, samples = load_dataset(ctx.dataset, ctx.data_root, split, **kw)
+    info, samples = dataset_split(ctx, split)
     if n is not None:
         samples = samples[:n]
     size = preset("classifier", ctx.quick)["image_size"]

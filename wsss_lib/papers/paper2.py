@@ -23,7 +23,6 @@ import torch
 
 from ..core.config import PRESETS, preset
 from ..core.errors import InvalidInputError
-from ..data.registry import load_dataset
 from ..engine.shard import FlowCache, compute_dataset_flow
 from ..engine.predict import evaluate_classifier
 from ..engine.train import train_classifier
@@ -32,7 +31,7 @@ from ..models.init import init_from
 from ..ops.crf import CRFParams
 from ..ops.flow import FlowParams
 from ..ops.masks import evaluate_masks
-from .common import complete_checkpoints, load_or_train
+from .common import complete_checkpoints, dataset_split, load_or_train
 from .video import (KINDS, build_video_model, compute_fgbg_masks, compute_regions, model_config,
                     evaluate_predictions, evaluate_video, fg_binary_labels, load_video_data,
                     pseudo_label_scores, single_bg_label_map, train_video_model)
@@ -70,7 +69,7 @@ def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, *
     cache = flow_cache(ctx, **flow_overrides) if flow else None
     out = {"samples": {}, "data": {}, "flow": {}, "flow_cache": cache, "flow_config": fcfg if flow else None}
     for split in splits:
-        info, samples = load_dataset(ctx.dataset, ctx.data_root, split)
+        info, samples = dataset_split(ctx, split, preset("video_seg", ctx.quick)["clips"].get(split))
         out["info"] = info
         out["samples"][split] = samples
         if cache is not None:
