@@ -41,6 +41,9 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     assert set(ch["steps"]["chosen"]) == {"prior", "tags", "full"}
     assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
     assert len(ch["crf"]["grid"]) == 2 and ch["crf"]["best"] in ch["crf"]["grid"]
+    pres = {r["present_term"]: r["val_miou"] for r in ch["present_term"]["grid"]}
+    assert set(pres) == {0.0, 1.0}
+    assert ch["present_term"]["chosen"] == (1.0 if pres[1.0] >= pres[0.0] else 0.0)  # on only if it does not hurt
     summary = json.loads((out / "study.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["n_images"] == 12
     names = {r["name"] for r in summary["comparisons"]}

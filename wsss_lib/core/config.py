@@ -59,7 +59,10 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "rejected": "tags", "compare_poolings": ["max", "lse"], "tau": 0.5,
                     # steps per training mode (prior / tags / full; check-mask = prior), chosen on VAL by
                     # `wsss study paper1 --choose` [ours]; a mode missing here trains "steps"
-                    "mode_steps": {}},
+                    "mode_steps": {},
+                    # weight of the image-level tag term of present classes in the prior loss [summary: the
+                    # term; ours: its weight], chosen on VAL by `wsss study paper1 --choose`
+                    "present_term": 0.0},
         "quick": {"n_train": 400, "n_val": 100, "n_test": 100, "steps": 100, "compare_poolings": [], "mode_steps": {}},
     },
     # ---- paper 2 (wsss_lib.papers.paper2, notebooks 05-07) ----

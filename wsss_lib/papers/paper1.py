@@ -254,7 +254,8 @@ def get_segnet(ctx, name: str, mode: str, classifier, masks=None, accepted=None,
     def fit_it():
         model.init_from_classifier(classifier)
         return train_segmentation(model, train, mode, masks=m, accepted=accepted, pooling=cfg["pooling"],
-                                  tag_pooling=cfg["tag_pooling"], rejected=cfg["rejected"], steps=cfg["steps"],
+                                  tag_pooling=cfg["tag_pooling"], rejected=cfg["rejected"],
+                                  present_term=cfg["present_term"], steps=cfg["steps"],
                                   batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
                                   weight_decay=cfg["weight_decay"], head_lr_mult=cfg["head_lr_mult"], device=ctx.device,
                                   seed=ctx.seed, checkpoint_path=path, resume=resume and not retrain, config=cfg,

@@ -159,13 +159,16 @@ STEPS_GRID = (300, 600, 1200)
 
 
 def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_grid: Sequence[int] | None = None,
-                  crf_grid: Sequence[dict] | None = None, tolerance: float = 0.005, progress: bool = True) -> dict:
+                  crf_grid: Sequence[dict] | None = None, present_grid: Sequence[float] = (0.0, 1.0),
+                  tolerance: float = 0.005, progress: bool = True) -> dict:
     """The VAL choices of paper 1 (seed of ``ctx``), written to ``<out>/choices.json``:
 
     * ``crf``: the pairwise setting (``crf_grid`` over the default :class:`~wsss_lib.ops.crf.CRFParams`) with the best
       VAL mask IoU of the prior's masks;
     * ``steps``: per training mode, the fewest steps of ``steps_grid`` whose VAL mIoU (raw) is within
-      ``tolerance`` of the best — where VAL mIoU stops improving (each is a full poly schedule).
+      ``tolerance`` of the best — where VAL mIoU stops improving (each is a full poly schedule);
+    * ``present_term``: the weight of the present-class tag term (``present_grid``) with the best VAL
+      mIoU of the prior net, kept at 0 unless it helps.
     """
     steps_grid = STEPS_GRID if steps_grid is None else steps_grid
     crf_grid = CRF_GRID if crf_grid is None else crf_grid
@@ -192,11 +195,22 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
                                "seconds": info["seconds"]})
         top = max(curve.values())
         chosen[mode] = min(n for n, v in curve.items() if v >= top - tolerance)
+    # the present-class tag term [summary], on if it does not hurt on VAL (at the prior's chosen steps)
+    present_rows = []
+    for w in present_grid:
+        model, _ = P.seg_run(ctx, "prior", clf, name=f"prior_present{w:g}", steps=chosen.get("prior", steps_grid[0]),
+                             present_term=float(w), progress=progress)
+        present_rows.append({"present_term": float(w), "val_miou": P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]})
+    base_row = next(r for r in present_rows if r["present_term"] == 0.0)
+    best_present = max(present_rows, key=lambda r: r["val_miou"])
+    present = best_present["present_term"] if best_present["val_miou"] >= base_row["val_miou"] else 0.0
     out = {"seed": ctx.seed, "quick": ctx.quick, "crf": {"grid": crf_rows, "best": best_crf,
                                                          "preset": {k: getattr(base, k) for k in crf_grid[0]}},
            "steps": {"grid": steps_rows, "chosen": chosen, "tolerance": tolerance},
+           "present_term": {"grid": present_rows, "chosen": present},
            "presets_agree": {"crf": all(getattr(base, k) == v for k, v in best_crf.items() if k != "val_iou"),
-                             "steps": preset("seg", ctx.quick)["mode_steps"] == chosen}}
+                             "steps": preset("seg", ctx.quick)["mode_steps"] == chosen,
+                             "present_term": preset("seg", ctx.quick)["present_term"] == present}}
     atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
     return out
 
