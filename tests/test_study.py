@@ -29,13 +29,14 @@ def tiny(monkeypatch, tmp_path):
             monkeypatch.setitem(PRESETS[section]["quick"], k, v)
     monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
     monkeypatch.setattr(S, "CRF_GRID", S.CRF_GRID[:2])
+    monkeypatch.setattr(S, "SWEEP", [("crf", 0.5, 0.2), ("raw", 0.5, 0.0)])
     return tmp_path
 
 
 def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     out = tiny / "study"
     argv = ["study", "paper1", "--seeds", "2", "--out", str(out), "--data-root", str(tiny / "data"), "--device",
-            "cpu", "--quick", "--choose", "--resamples", "200", "--no-progress"]
+            "cpu", "--quick", "--choose", "--checkmask", "--resamples", "200", "--no-progress"]
     assert main(argv) == 0
     ch = json.loads((out / "seed_0" / "choices.json").read_text())
     assert set(ch["steps"]["chosen"]) == {"prior", "tags", "full"}
@@ -52,6 +53,10 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     for r in summary["comparisons"]:
         assert r["low"] <= r["value"] + 1e-9 and r["value"] <= r["high"] + 1e-9, r
         assert len(r["per_seed"]) == 2
+    cm = json.loads((out / "checkmask_study.json").read_text())
+    assert len(cm["comparisons"]) == len(S.SWEEP)
+    for r in cm["comparisons"]:
+        assert r["b"].endswith("/prior") and r["a"].split("/")[1] == r["b"].split("/")[1]  # same candidate masks
     md = (out / "study.md").read_text()
     assert "prior - CAM, masks raw" in md and "95 %" in md
     # a finished seed is read back, never recomputed

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="quick (CI-sized) settings")
     p.add_argument("--choose", action="store_true", help="make the VAL choices first (seed 0) into choices.json")
     p.add_argument("--choose-only", action="store_true", help="only the VAL choices")
+    p.add_argument("--checkmask", action="store_true",
+                   help="paper1: also the check-mask sweep (tau, annotator noise, mask quality) on the same seeds")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     p.set_defaults(func=cmd_study)
@@ -29,7 +31,7 @@ def register(sub) -> None:
 def cmd_study(args) -> int:
     from ..core.results import default_output_dir  # lazy: `wsss --help` and other commands do not load every pipeline
     from ..papers.common import make_context  # lazy: `wsss --help` and other commands do not load every pipeline
-    from ..papers.study_paper1 import choose_paper1, paper1_study  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..papers.study_paper1 import checkmask_study, choose_paper1, paper1_study  # lazy: `wsss --help` and other commands do not load every pipeline
 
     out = args.out or str(default_output_dir().parent / f"study_{args.paper}{'_quick' if args.quick else ''}")
     if args.choose or args.choose_only:
@@ -45,4 +47,8 @@ def cmd_study(args) -> int:
     summary = paper1_study(out, range(args.seeds), args.quick, args.device, args.data_root, args.dataset,
                            progress=args.progress, n_resamples=args.resamples)
     print(f"{out}/study.md ({len(summary['seeds'])} seeds, {summary['wall_seconds'] / 60:.1f} min)")
+    if args.checkmask:
+        cm = checkmask_study(out, range(args.seeds), args.quick, args.device, args.data_root, args.dataset,
+                             progress=args.progress, n_resamples=args.resamples)
+        print(f"{out}/checkmask_study.md ({len(cm['seeds'])} seeds, {cm['wall_seconds'] / 60:.1f} min)")
     return 0

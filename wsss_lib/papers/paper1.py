@@ -299,6 +299,13 @@ def checkmask_acceptance(ctx, masks: torch.Tensor, tau: float | None = None) -> 
     return simulate_checkmask(masks, load_split(ctx, "train").labels.long(), tau=tau)
 
 
+def mode_steps(ctx, mode: str) -> int:
+    """Training steps of seg ``mode`` ("prior" | "tags" | "full"): the "seg" preset's ``mode_steps``
+    (chosen on VAL), else its ``steps``."""
+    p = preset("seg", ctx.quick)
+    return int(p["mode_steps"].get(mode, p["steps"]))
+
+
 def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: str | None = None,
             progress: bool = True, retrain: bool = False, resume: bool = True, **overrides):
     """Load or train one of paper 1's segmentation nets: ``kind`` "prior" (fg/bg prior loss),
@@ -322,7 +329,7 @@ def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: s
     name = name or (kind if pooling is None else f"{kind}_{pooling}")
     mode = "prior" if kind == "checkmask" else kind
     if "steps" not in overrides:  # each mode's schedule as chosen on VAL (see the "seg" preset)
-        overrides["steps"] = preset("seg", ctx.quick)["mode_steps"].get(mode, preset("seg", ctx.quick)["steps"])
+        overrides["steps"] = mode_steps(ctx, mode)
     model, info = get_segnet(ctx, name, mode, classifier, masks=masks, accepted=accepted, retrain=retrain,
                              progress=progress, resume=resume, **overrides)
     info["checkmask"] = extra

@@ -47,13 +47,15 @@ class Comparison:
     need_ci_above: float | None = None
 
 
-def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], progress: bool = True) -> dict:
-    """``{seed: scores}`` for every seed: read ``<out>/seed_<s>/scores.pt`` when present, else call
-    ``run_seed(seed, folder)`` (-> ``{"conf": {method: int64 (N, C, C)}, "meta": {...}}``) and store it."""
+def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], progress: bool = True,
+              filename: str = "scores.pt") -> dict:
+    """``{seed: scores}`` for every seed: read ``<out>/seed_<s>/<filename>`` when present, else call
+    ``run_seed(seed, folder)`` (-> ``{"conf": {method: int64 (N, C, C)}, "meta": {...}}``) and store it.
+    Several studies may share the seed folders (and so their trained models) under other filenames."""
     results = {}
     for s in seeds:
         folder = Path(out) / f"seed_{int(s)}"
-        path = folder / "scores.pt"
+        path = folder / filename
         res = None
         if path.is_file():
             try:
@@ -135,9 +137,9 @@ def markdown(summary: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_study(out, summary: dict, title: str) -> tuple[Path, Path]:
-    """Write ``<out>/study.json`` and ``<out>/study.md`` atomically; returns both paths."""
+def write_study(out, summary: dict, title: str, stem: str = "study") -> tuple[Path, Path]:
+    """Write ``<out>/<stem>.json`` and ``<out>/<stem>.md`` atomically; returns both paths."""
     out = Path(out)
-    js = atomic_write_bytes(out / "study.json", json.dumps(to_jsonable(summary), indent=2, sort_keys=True).encode())
-    md = atomic_write_bytes(out / "study.md", markdown(summary, title).encode())
+    js = atomic_write_bytes(out / f"{stem}.json", json.dumps(to_jsonable(summary), indent=2, sort_keys=True).encode())
+    md = atomic_write_bytes(out / f"{stem}.md", markdown(summary, title).encode())
     return js, md

@@ -27,6 +27,7 @@ import torch
 from ..core.config import preset
 from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.metrics import per_image_confusion
+from ..ops.checkmask import simulate_checkmask
 from ..ops.masks import choose_threshold, evaluate_masks, floor_mask, lowlevel_objectness, refine_masks
 from . import paper1 as P
 from .common import make_context
@@ -148,6 +149,87 @@ def paper1_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
     summary["wall_seconds"] = time.time() - t0
     summary["quick"] = bool(quick)
     write_study(out, summary, "Paper 1 on " + dataset + (" (quick sizes)" if quick else ""))
+    return summary
+
+
+# ----------------------------------------------------------------------------- check-mask sweep
+
+# (candidate masks, tau, annotator noise) cells [ours]: the CRF'd masks over tau and a noisy annotator;
+# weaker candidates (no CRF; the paper's conv4+conv5) where a check has more to remove
+SWEEP = [("crf", 0.3, 0.0), ("crf", 0.5, 0.0), ("crf", 0.7, 0.0), ("crf", 0.5, 0.2),
+         ("raw", 0.5, 0.0), ("raw", 0.7, 0.0), ("paper_layers", 0.5, 0.0), ("paper_layers", 0.7, 0.0)]
+
+
+def candidate_masks(ctx, classifier, quality: str) -> torch.Tensor:
+    """Binary train masks ``(N, H, W)`` float of a quality: "crf" (the default training masks),
+    "raw" (fused maps thresholded on VAL, no CRF), "paper_layers" (conv4 + conv5 fused, CRF)."""
+    if quality == "crf":
+        return P.train_masks(ctx, classifier)
+    if quality == "raw":
+        mp = P.mask_pipeline(ctx, classifier)
+        return (mp["maps"]["train"]["fused"] >= mp["thresholds"]["fused"]).float()
+    if quality == "paper_layers":
+        maps = {s: P.compute_masks(ctx, classifier, s, layers=["conv4", "conv5"]) for s in ("val", "train")}
+        th = P.choose_thresholds(ctx, maps["val"])["fused"]
+        return torch.from_numpy(P.refine_split(ctx, "train", maps["train"]["fused"], th) >= 0.5).float()
+    raise ValueError(f"unknown mask quality {quality!r}")
+
+
+def sweep_name(quality: str, tau: float, noise: float) -> str:
+    return f"cm/{quality}/tau{tau:g}_p{noise:g}"
+
+
+def run_checkmask_seed(ctx, sweep=None, progress: bool = False) -> dict:
+    """Check-mask against the prior trained on the SAME candidate masks, for every sweep cell, on TEST:
+    ``{"conf": {"cm/<quality>/prior": ..., "cm/<quality>/tau<t>_p<p>": ...}, "meta": {cell: accept rate}}``.
+    Rejected images keep the tag term (the "seg" preset's ``rejected``)."""
+    sweep = SWEEP if sweep is None else sweep
+    clf, _ = P.get_tag_classifier(ctx, progress=progress)
+    train, test = P.load_split(ctx, "train"), P.load_split(ctx, "test")
+    c = test.info.num_classes
+    tl = test.labels.long()
+    conf, meta = {}, {}
+
+    def score(name: str, model):
+        pred = P.evaluate_segnet(ctx, model, "test", crf=False, return_predictions=True)["pred"]
+        conf[name] = per_image_confusion(tl, pred, c)
+
+    for quality in dict.fromkeys(q for q, _, _ in sweep):
+        masks = candidate_masks(ctx, clf, quality)
+        model, _ = (P.seg_run(ctx, "prior", clf, progress=progress) if quality == "crf" else
+                    P.get_segnet(ctx, f"prior_{quality}", "prior", clf, masks=masks, progress=progress,
+                                 steps=P.mode_steps(ctx, "prior")))
+        score(f"cm/{quality}/prior", model)
+        for q, tau, noise in sweep:
+            if q != quality:
+                continue
+            sim = simulate_checkmask(masks, train.labels.long(), tau=tau, noise=noise, seed=ctx.seed)
+            acc = torch.from_numpy(sim["accepted"].astype(np.float32))
+            model, _ = P.get_segnet(ctx, f"checkmask_{quality}_tau{tau:g}_p{noise:g}", "prior", clf, masks=masks,
+                                    accepted=acc, progress=progress, steps=P.mode_steps(ctx, "prior"))
+            score(sweep_name(quality, tau, noise), model)
+            meta[sweep_name(quality, tau, noise)] = {"accept_rate": sim["accept_rate"],
+                                                     "mask_iou": evaluate_masks(masks >= 0.5, train.labels.long())["iou"]}
+    return {"conf": conf, "meta": meta}
+
+
+def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, device="auto", data_root=None,
+                    dataset: str = "toy_objects", sweep=None, progress: bool = True, n_resamples: int = 2000) -> dict:
+    """The check-mask sweep over seeds (sharing the seed folders of :func:`paper1_study`):
+    ``<out>/checkmask_study.{json,md}``, each cell's gain over the prior on the same masks."""
+    sweep = SWEEP if sweep is None else sweep
+    t0 = time.time()
+
+    def one(seed: int, folder: Path) -> dict:
+        ctx = make_context(data_root, folder, device, quick, seed, dataset, name="study")
+        return run_checkmask_seed(ctx, sweep, progress=progress)
+
+    results = run_seeds(out, seeds, one, progress=progress, filename="checkmask_scores.pt")
+    comps = [Comparison(f"check-mask - prior: {q} masks, tau {t:g}, noise {p:g}", sweep_name(q, t, p),
+                        f"cm/{q}/prior", target=0.02, need_ci_above=0.0) for q, t, p in sweep]
+    summary = summarise(results, comps, n_resamples=n_resamples)
+    summary["wall_seconds"] = time.time() - t0
+    write_study(out, summary, "Paper 1: where does check-mask help? (TEST mIoU, no CRF)", stem="checkmask_study")
     return summary
 
 
