@@ -43,6 +43,15 @@ def run(quick_run_dir, quick_run):
 
 
 @pytest.fixture(scope="module")
+def cam(run):
+    from wsss_lib.papers import paper1 as P
+
+    ctx, _ = run
+    out = P.cam_baseline(ctx)  # the run's CAM classifier (GAP + linear), loaded, never retrained
+    return out
+
+
+@pytest.fixture(scope="module")
 def masks(run):
     from wsss_lib.papers import paper1 as P
 
@@ -69,7 +78,7 @@ def test_01_classifier_learns_tags(quick_run, run):
     assert 0 <= m["acc_test"] <= 1 and m["acc_test"] == pytest.approx(ev["acc"], abs=TOL)
 
 
-def test_02_fused_prior_beats_cam_and_floor(quick_run, run, masks):
+def test_02_fused_prior_beats_cam_and_floor(quick_run, run, masks, cam):
     from wsss_lib.papers import paper1 as P
 
     m = quick_run["02_fgbg_masks"]
@@ -78,26 +87,35 @@ def test_02_fused_prior_beats_cam_and_floor(quick_run, run, masks):
     assert m["mask_iou_fused"] > m["mask_iou_floor"] + 0.05
     assert m["mask_precision_fused"] > m["mask_iou_floor"]  # the floor's precision = fg share
     assert m["mask_iou_fused_paper_layers"] > m["mask_iou_cam"]  # the paper's own layers beat CAM too
+    assert m["mask_iou_fused"] > m["mask_iou_cam_head"]  # ... and the class maps of the very same network
     # recomputed from the run's own maps: thresholds chosen on VAL, scores on TEST
     ctx, _ = run
     th = P.choose_thresholds(ctx, masks["maps"]["val"])
-    assert m["threshold_fused"] == pytest.approx(th["fused"]) and m["threshold_cam"] == pytest.approx(th["cam"])
+    assert m["threshold_fused"] == pytest.approx(th["fused"]) and m["threshold_cam_head"] == pytest.approx(th["cam"])
+    assert m["threshold_cam"] == pytest.approx(cam["threshold"])
     assert m["threshold_fused"] in preset("masks", True)["thresholds"]
     test = masks["scores"]["test"]
     assert m["mask_iou_fused"] == pytest.approx(test["fused"]["iou"], abs=TOL)
-    assert m["mask_iou_cam"] == pytest.approx(test["cam"]["iou"], abs=TOL)
+    assert m["mask_iou_cam_head"] == pytest.approx(test["cam"]["iou"], abs=TOL)
+    assert m["mask_iou_cam"] == pytest.approx(cam["scores"]["test"]["cam"]["iou"], abs=TOL)
+    # Zhou's layout: image logits are the spatial mean of the class maps (GAP + linear)
+    assert cam["classifier"].pooling == "mean" and cam["classifier"].hidden == 0
     assert m["mask_iou_floor"] == pytest.approx(test["floor"]["iou"], abs=1e-9)
     assert all(0 < v < 1 for v in m["val_iou_by_variant"].values())
 
 
-def test_03_crf_improves_the_mask(quick_run, run, masks):
+def test_03_crf_improves_the_mask(quick_run, run, masks, cam):
     from wsss_lib.ops.masks import evaluate_masks, refine_masks
     from wsss_lib.papers import paper1 as P
 
     m = quick_run["03_dense_crf"]
     _finite(m)
     assert m["mask_iou_crf"] >= m["mask_iou_raw"]
-    assert m["mask_iou_crf"] > m["mask_iou_cam"] + 0.10
+    # prior vs CAM like for like (raw vs raw, CRF vs CRF)
+    assert m["prior_minus_cam_raw"] > 0.10 and m["prior_minus_cam_crf"] > 0.10
+    assert m["prior_minus_cam_raw"] == pytest.approx(m["mask_iou_raw"] - m["mask_iou_cam"])
+    assert m["prior_minus_cam_crf"] == pytest.approx(m["mask_iou_crf"] - m["mask_iou_cam_crf"])
+    assert m["mask_iou_cam_crf"] == pytest.approx(cam["scores"]["test"]["cam_crf"]["iou"], abs=TOL)
     assert m["mask_iou_crf"] > m["mask_iou_floor"]
     assert m["mask_iou_crf_paper_layers"] > m["mask_iou_cam"]
     # the notebook's CRF is the configured default, and its scores are the pipeline's

@@ -29,11 +29,11 @@ def register(sub) -> None:
 
 
 def cmd_study(args) -> int:
-    from ..core.results import default_output_dir  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..papers.study import default_study_dir  # lazy: `wsss --help` and other commands do not load every pipeline
     from ..papers.common import make_context  # lazy: `wsss --help` and other commands do not load every pipeline
     from ..papers.study_paper1 import checkmask_study, choose_paper1, paper1_study  # lazy: `wsss --help` and other commands do not load every pipeline
 
-    out = args.out or str(default_output_dir().parent / f"study_{args.paper}{'_quick' if args.quick else ''}")
+    out = args.out or str(default_study_dir(args.paper, args.quick))
     if args.choose or args.choose_only:
         ctx = make_context(args.data_root, f"{out}/seed_0", args.device, args.quick, 0, args.dataset, name="study")
         ch = choose_paper1(ctx, progress=args.progress)

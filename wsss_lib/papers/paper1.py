@@ -214,6 +214,24 @@ def mask_pipeline(ctx, classifier, progress: bool = False) -> dict[str, Any]:
     return {"thresholds": th, "maps": maps, "crf": crf, "scores": scores}
 
 
+def cam_baseline(ctx, progress: bool = False, splits=("val", "test")) -> dict:
+    """Zhou et al.'s CAM as the baseline of the prior [paper: CAM, Zhou et al. 2016]: a second tag
+    classifier with the CAM layout (:data:`CAM_CLASSIFIER`, same backbone, data and schedule),
+    its class activation maps of the tagged classes (min-max normalised per class, max over
+    classes), the threshold chosen on VAL, and the TEST masks raw and after the same dense CRF as
+    the prior. Returns ``{"classifier", "maps": {split: (N, H, W) [0, 1]}, "threshold",
+    "crf": {"test": (N, H, W) probs}, "scores": {"test": {"cam": ..., "cam_crf": ...}}}``."""
+    clf, _ = get_tag_classifier(ctx, progress=progress, name="cam_classifier", **CAM_CLASSIFIER)
+    maps = {s: compute_masks(ctx, clf, s, cam_normalize="minmax")["cam"] for s in splits}
+    grid = preset("masks", ctx.quick)["thresholds"]
+    th = choose_threshold(maps["val"], load_split(ctx, "val").labels.long(), grid)[0]
+    crf = refine_split(ctx, "test", maps["test"], th, progress=progress)
+    lab = load_split(ctx, "test").labels.long()
+    return {"classifier": clf, "maps": maps, "threshold": th, "crf": {"test": crf},
+            "scores": {"test": {"cam": evaluate_masks(maps["test"] >= th, lab),
+                                "cam_crf": evaluate_masks(crf >= 0.5, lab)}}}
+
+
 # ----------------------------------------------------------------------------- segmentation
 
 def seg_config(ctx, mode: str, **overrides) -> dict:

@@ -26,7 +26,21 @@ import torch
 from ..core.checkpoint import load_checkpoint, save_checkpoint
 from ..core.errors import CheckpointError, InvalidInputError
 from ..core.io import atomic_write_bytes, to_jsonable
+from ..core.results import default_output_dir
 from ..core.stats import mean_ci, paired_difference
+
+
+def default_study_dir(paper: str, quick: bool = False) -> Path:
+    """``runs/study_<paper>[_quick]`` beside the default output folder (where ``wsss study`` writes
+    and notebooks look for a study's table)."""
+    return default_output_dir().parent / f"study_{paper}{'_quick' if quick else ''}"
+
+
+def read_study_table(paper: str, stem: str = "study", folder=None) -> str | None:
+    """The Markdown table of a finished study (``<folder>/<stem>.md``, default folder
+    :func:`default_study_dir`), or None when it has not been run."""
+    path = Path(folder or default_study_dir(paper)) / f"{stem}.md"
+    return path.read_text() if path.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,6 @@ def run_paper1_seed(ctx, kinds: Sequence[str] = P.SEG_KINDS, progress: bool = Fa
 
     Returns ``{"conf": {"mask/<m>[+crf]": (N, 2, 2), "seg/<kind>[+crf]": (N, C, C)}, "meta": {...}}``."""
     clf, _ = P.get_tag_classifier(ctx, progress=progress)
-    cam_clf, _ = P.get_tag_classifier(ctx, progress=progress, name="cam_classifier", **P.CAM_CLASSIFIER)
     mp = P.mask_pipeline(ctx, clf, progress=progress)
     test = P.load_split(ctx, "test")
     tl = test.labels.long()
@@ -113,11 +112,9 @@ def run_paper1_seed(ctx, kinds: Sequence[str] = P.SEG_KINDS, progress: bool = Fa
         conf[f"mask/{name}+crf"] = mask_confusion(q >= 0.5, tl)
 
     add("cam_head", mp["maps"]["test"]["cam"], th["cam"])
-    # Zhou et al.'s CAM: GAP + linear classifier, min-max normalised (their code; the bias cancels)
-    cam = {s: P.compute_masks(ctx, cam_clf, s, cam_normalize="minmax") for s in ("val", "test")}
-    grid = preset("masks", ctx.quick)["thresholds"]
-    th["cam_gap"] = choose_threshold(cam["val"]["cam"], P.load_split(ctx, "val").labels.long(), grid)[0]
-    add("cam", cam["test"]["cam"], th["cam_gap"])
+    cam = P.cam_baseline(ctx, progress=progress)  # Zhou et al.'s CAM (GAP + linear classifier)
+    th["cam_gap"] = cam["threshold"]
+    add("cam", cam["maps"]["test"], th["cam_gap"])
     low = choose_lowlevel(ctx)
     add("lowlevel", lowlevel_maps(ctx, "test", low["kind"], low["sigma"]), low["threshold"])
     meta = {"thresholds": th, "lowlevel": low, "seg": {}}
