@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from .core.errors import InvalidInputError
-from .core.results import output_dir as _output_dir, record as _record
-from .core.runtime import seed_everything, select_device
-from .data.registry import default_data_root
+from .core.results import record as _record
+from .papers.common import RunContext, make_context
 from .viz import save_figure
 
 _TYPES = {"quick": bool, "seed": int, "device": str, "dataset": str, "data_root": (str, type(None)),
@@ -27,37 +26,29 @@ _TYPES = {"quick": bool, "seed": int, "device": str, "dataset": str, "data_root"
 
 
 @dataclass
-class NotebookContext:
-    name: str
-    quick: bool
-    seed: int
-    device: torch.device
-    dataset: str
-    data_root: Path
-    out: Path
+class NotebookContext(RunContext):
+    """A notebook's :class:`~wsss_lib.papers.common.RunContext` (the one run context of both papers'
+    steps) with the notebook's figure saving and metric recording."""
+
     started: float = field(default_factory=time.time)
 
     @property
     def figures(self) -> Path:
-        return self.out / "figures"
+        return Path(self.out) / "figures"
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.out / "checkpoints"
-
-    def save(self, fig, name: str) -> Path:
-        """Save a matplotlib Figure as ``figures/<notebook>_<name>.png``."""
+    def save(self, fig, name: str) -> None:
+        """Save a matplotlib Figure as ``figures/<notebook>_<name>.png`` (prints the path; returns
+        nothing, so a notebook cell ending in ``ctx.save(...)`` shows no ``Out[n]``)."""
         p = save_figure(fig, self.figures / f"{self.name}_{name}.png")
         print(f"[wsss] figure -> {p}")
-        return p
 
-    def record(self, metrics: dict) -> Path:
-        """Record this notebook's metrics (merged into results.json by ``wsss run``)."""
+    def record(self, metrics: dict) -> None:
+        """Record this notebook's metrics (merged into results.json by ``wsss run``); returns nothing."""
         metrics = dict(metrics)
         metrics.setdefault("quick", self.quick)
         metrics.setdefault("seed", self.seed)
         metrics["seconds"] = round(time.time() - self.started, 2)
-        return _record(self.name, metrics, self.out)
+        _record(self.name, metrics, self.out)
 
 
 def check_types(**params) -> None:
@@ -77,14 +68,11 @@ def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto"
     """Validate parameters, seed, select the device, create output folders; print a summary."""
     check_types(quick=quick, seed=seed, device=device, dataset=dataset, data_root=data_root, output_dir=output_dir)
 
-    seed_everything(seed)
-    dev = select_device(device)
-    out = _output_dir(output_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    root = Path(data_root) if data_root else default_data_root()
-    if dev.type == "cpu":
+    base = make_context(data_root, output_dir, device, quick, seed, dataset, name)  # seeds, device, folders
+    ctx = NotebookContext(**{f.name: getattr(base, f.name) for f in fields(RunContext)})
+    ctx.figures.mkdir(parents=True, exist_ok=True)
+    if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"[wsss] {name}: quick={quick} seed={seed} device={dev} dataset={dataset} data_root={root} "
-          f"output={out} torch={torch.__version__} python={platform.python_version()}")
-    return NotebookContext(name=name, quick=quick, seed=seed, device=dev, dataset=dataset, data_root=root, out=out)
+    print(f"[wsss] {name}: quick={quick} seed={seed} device={ctx.device} dataset={dataset} data_root={ctx.data_root} "
+          f"output={ctx.out} torch={torch.__version__} python={platform.python_version()}")
+    return ctx

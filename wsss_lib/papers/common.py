@@ -2,8 +2,8 @@
 
 * :class:`RunContext` / :func:`make_context` — ``data_root``, ``out``, ``device``, ``quick``, ``seed``,
   ``dataset`` (and ``checkpoints = <out>/checkpoints``). The CLI builds one with
-  :func:`make_context`; notebooks pass their :class:`~wsss_lib.notebook.NotebookContext`, which has
-  the same fields.
+  :func:`make_context`; a notebook's :class:`~wsss_lib.notebook.NotebookContext` is a subclass
+  (built by the same :func:`make_context`) that adds figure saving and metric recording.
 * :func:`load_or_train` — load ``<out>/checkpoints/<name>.pt`` when it is complete and was trained
   with the same config, else train (resumable: :func:`~wsss_lib.engine.train.fit` continues a
   partial checkpoint of the same config).
