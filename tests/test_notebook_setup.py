@@ -79,3 +79,23 @@ def test_one_output_folder_whatever_the_working_directory(tmp_path, monkeypatch)
     nbformat.write(nb, nbs / "01_where.ipynb")
     assert main(["run", "--notebooks", str(nbs), "--no-html"]) == 0
     assert json.loads((tmp_path / "elsewhere" / "status.json").read_text())["01_where"]["status"] == "ok"
+
+
+def test_widget_view_prints_one_line_for_a_bad_setting(capsys):
+    from wsss_lib.core.errors import InvalidInputError
+    from wsss_lib.notebook import widget_view
+
+    @widget_view
+    def show(weight=1.0):
+        if weight == 0:
+            raise InvalidInputError("give at least one layer a weight > 0")
+        if weight < 0:
+            raise RuntimeError("a real bug")
+        return weight
+
+    assert show(2.0) == 2.0
+    assert show(0) is None
+    out = capsys.readouterr().out
+    assert out.strip().splitlines() == ["⚠ give at least one layer a weight > 0"]
+    with pytest.raises(RuntimeError):
+        show(-1)

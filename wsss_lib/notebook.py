@@ -9,6 +9,7 @@ the output folders. ``ctx.save(fig, "name")`` writes ``<output>/figures/<noteboo
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from dataclasses import dataclass, field, fields
@@ -49,6 +50,22 @@ class NotebookContext(RunContext):
         metrics.setdefault("seed", self.seed)
         metrics["seconds"] = round(time.time() - self.started, 2)
         _record(self.name, metrics, self.out)
+
+
+def widget_view(fn):
+    """Wrap a notebook's widget callback: a bad setting chosen with the sliders (an
+    :class:`InvalidInputError`, e.g. every layer weight at 0) prints ONE line instead of a traceback
+    through ipywidgets; any other error still raises."""
+
+    @functools.wraps(fn)
+    def view(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InvalidInputError as exc:
+            print(f"⚠ {exc}")
+            return None
+
+    return view
 
 
 def check_types(**params) -> None:
