@@ -3,8 +3,8 @@
 Notebooks and the CLI call :func:`preset` with ``quick=True/False``; tests and ``wsss run
 --quick`` use the quick sizes, so CI asserts on the same values a notebook records. Each section
 belongs to one area of the library (``toy_objects``/``toy_streets`` data, ``classifier``,
-``masks``, ``crf``, ``seg`` for paper 1; ``streets_classifier``, ``heatmaps``, ``flow``,
-``video_seg`` for paper 2). Override any key with ``preset(..., **overrides)``.
+``masks``, ``crf``, ``seg`` for paper 1; ``streets_classifier``, ``streets_fg_classifier``,
+``heatmaps``, ``flow``, ``video_seg`` for paper 2). Override any key with ``preset(..., **overrides)``.
 """
 
 from __future__ import annotations

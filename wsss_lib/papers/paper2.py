@@ -354,8 +354,10 @@ def run_video_experiment(ctx, kinds=None, progress: bool = True, streets: dict |
 
 
 def load_video_checkpoints(ctx, streets: dict) -> dict:
-    """Every trained video model in ``ctx.checkpoints`` (``video_<kind>.pt``, complete ones only):
-    ``{kind: (model, label_map or None)}``; the architecture comes from the stored config."""
+    """Every trained video model in ``ctx.checkpoints`` (``video_<kind>.pt``, complete ones only; the
+    steps-grid runs of :func:`~wsss_lib.papers.study_paper2.choose_paper2` are left out):
+    ``{kind: (model, label_map or None)}``; the architecture comes from the stored config. Evaluate
+    them with :func:`evaluate_model` (the motion controls then see their flow control)."""
     info = streets["info"]
     out = {}
     for path, state in complete_checkpoints(ctx.checkpoints, "video_*.pt"):
