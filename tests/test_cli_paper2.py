@@ -8,14 +8,29 @@ from pathlib import Path
 import pytest
 
 from wsss_lib.cli import main
+from wsss_lib.core.config import PRESETS
+
+TINY_STREETS = {"n_train": 2, "n_val": 1, "n_test": 1, "frames": 3, "height": 48, "width": 64}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_streets_preset():
+    """The commands (re)generate toy data to match the toy_streets preset (papers.common.dataset_split):
+    make the preset the tiny dataset's, or they regenerate the full 200-clip one."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in TINY_STREETS.items():
+            mp.setitem(PRESETS["toy_streets"]["default"], k, v)
+        yield
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
+def data_root(tmp_path_factory, tiny_streets_preset):
     from wsss_lib.data.toy_streets import ensure_toy_streets
 
     root = tmp_path_factory.mktemp("data")
-    ensure_toy_streets(root / "toy" / "streets", size=(48, 64), frames=3, n_train=2, n_val=1, n_test=1, workers=1)
+    t = TINY_STREETS
+    ensure_toy_streets(root / "toy" / "streets", size=(t["height"], t["width"]), frames=t["frames"],
+                       n_train=t["n_train"], n_val=t["n_val"], n_test=t["n_test"], workers=1)
     return root
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wsss_lib.core.errors import InvalidInputError
-from wsss_lib.ops.losses import (cross_entropy, fgbg_prior_loss, fgbg_regions, pool_region, present_tag_loss,
+from wsss_lib.ops.losses import (cross_entropy, median_frequency_weights, fgbg_prior_loss, fgbg_regions, pool_region, present_tag_loss,
                                  region_loss, upsample, upsample_adjoint, tags_only_loss)
 
 POOLINGS = ["mean", "max", "lse", "pixel"]
@@ -347,3 +347,27 @@ def test_present_term_bad_input_raises():
             fgbg_prior_loss(logits, tags, mask, present_term=bad)
     with pytest.raises(InvalidInputError):
         fgbg_prior_loss(logits, tags, mask[0], present_term=1.0)
+
+
+def test_median_frequency_weights_by_hand():
+    # image 0: 3 px class 0, 1 px class 1; image 1: 2 px class 0, 1 px class 2, 1 px ignored
+    labels = torch.tensor([[[0, 0, 0, 1]], [[0, 0, 2, 255]]])
+    w = median_frequency_weights(labels, 4)
+    # freq: class 0 = 5/7 (both images, 4 + 3 labelled px), class 1 = 1/4, class 2 = 1/3; median 1/3; class 3 absent
+    assert torch.allclose(w, torch.tensor([(1 / 3) / (5 / 7), (1 / 3) / (1 / 4), 1.0, 0.0]))
+    assert torch.allclose(median_frequency_weights(labels, 4, chunk=1), w)
+    with pytest.raises(InvalidInputError):
+        median_frequency_weights(torch.tensor([[[0, 7]]]), 4)
+
+
+def test_weighted_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    labels = torch.randint(0, 3, (2, 4, 4))
+    labels[0, 0, 0] = 255
+    assert torch.isclose(cross_entropy(logits, labels, weight=torch.ones(3)), cross_entropy(logits, labels))
+    w = torch.tensor([1.0, 2.0, 0.5])
+    want = torch.nn.functional.cross_entropy(logits, labels, weight=w, ignore_index=255)
+    assert torch.isclose(cross_entropy(logits, labels, weight=w), want)
+    with pytest.raises(InvalidInputError):
+        cross_entropy(logits, labels, weight=torch.ones(4))

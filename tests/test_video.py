@@ -14,10 +14,13 @@ from wsss_lib.models.classifier import build_heatmap_classifier
 from wsss_lib.ops.losses import region_loss
 from wsss_lib.core.metrics import ConfusionMatrix
 from wsss_lib.engine.train import InMemoryDataset
-from wsss_lib.papers.video import (KINDS, binary_auc, build_video_model, compute_fgbg_masks, compute_regions,
-                                   evaluate_predictions, evaluate_video, fg_binary_labels, hflip_video_batch,
-                                   load_video_data, motion_statistics, predict_video, pseudo_label_scores,
-                                   single_bg_label_map, train_video_model, video_loss_step, video_scores)
+from wsss_lib.ops.flow import encode_flow
+from wsss_lib.core.io import to_uint8
+from wsss_lib.papers.video import (FLOW_CONTROLS, KINDS, base_kind, binary_auc, build_video_model, compute_fgbg_masks,
+                                   compute_regions, derangement, evaluate_predictions, evaluate_video,
+                                   fg_binary_labels, flow_control, hflip_video_batch, load_video_data,
+                                   motion_statistics, oracle_bg_prediction, predict_video, pseudo_label_scores,
+                                   single_bg_label_map, train_video_model, uses_flow, video_loss_step, video_scores)
 
 SMALL = dict(widths=[4, 8, 8, 8, 8], depths=[1, 1, 1, 1, 1], head="linear", head_width=8, head_dilation=1,
              motion_widths=[4, 4, 4, 4, 4])
@@ -146,13 +149,17 @@ def test_build_and_train_each_kind(tiny, kind, tmp_path):
     regions = torch.zeros(len(ds), info.num_classes, 48, 64, dtype=torch.uint8)
     regions[:, 3, 24:] = 255
     masks = torch.zeros(len(ds), 48, 64, dtype=torch.float16)
+    ds = flow_control(ds, kind, tiny["samples"]["train"], seed=0)  # the controls train on their flow control
+    test = flow_control(tiny["test"], kind, tiny["samples"]["test"], seed=0) if kind != "two_stream_shuffled_flow" \
+        else tiny["test"]  # one test clip: nothing to shuffle with
     hist = train_video_model(kind, model, ds, info, regions=regions, fg_masks=masks, steps=2, batch_size=2,
-                             device="cpu", progress=False, checkpoint_path=tmp_path / f"{kind}.pt", amp=False)
+                             device="cpu", progress=False, checkpoint_path=tmp_path / f"{kind}.pt", amp=False,
+                             class_weights=torch.ones(info.num_classes) if kind == "full" else None)
     assert len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
-    pred = predict_video(model, tiny["test"], batch_size=2)
+    pred = predict_video(model, test, batch_size=2)
     assert pred.shape == (3, 48, 64) and int(pred.max()) < n_out
     lm = single_bg_label_map(info, ds.labels) if kind == "single_bg" else None
-    res = evaluate_video(model, tiny["test"], info, label_map=lm, oracle_bg=kind == "single_bg")
+    res = evaluate_video(model, test, info, label_map=lm, oracle_bg=kind == "single_bg")
     for key in ("miou", "bg_miou", "fg_miou", "moving_miou", "iou", "pixel_acc"):
         assert key in res
     if kind == "single_bg":
@@ -219,3 +226,148 @@ def test_motion_statistics_and_auc(tiny):
     assert math.isclose(binary_auc(torch.tensor([0.5, 0.5]), torch.tensor([0, 1])), 0.5)
     st = motion_statistics(tiny["train"], tiny["info"])
     assert 0 <= st["moving_auc"] <= 1 and set(st["mean_magnitude"]) == set(tiny["info"].classes)
+
+
+# ------------------------------------------------------------------------------------------ motion controls
+def test_base_kind_and_flow_use():
+    assert [base_kind(k) for k in KINDS] == ["appearance", "two_stream", "two_stream", "two_stream", "single_bg", "full"]
+    assert [uses_flow(k) for k in KINDS] == [False, True, True, True, False, False]
+    assert set(FLOW_CONTROLS) == {"two_stream_zero_flow", "two_stream_shuffled_flow"}
+    with pytest.raises(InvalidInputError):
+        base_kind("three_stream")
+
+
+def test_zero_flow_control_is_the_encoding_of_zero_motion(tiny):
+    ds = tiny["train"]
+    z = flow_control(ds, "two_stream_zero_flow", tiny["samples"]["train"], seed=3)
+    want = to_uint8(encode_flow(torch.zeros(1, 2, 48, 64), subtract="median")[0])
+    assert z.extra["flow"].shape == ds.extra["flow"].shape and z.extra["flow"].dtype == torch.uint8
+    assert torch.equal(z.extra["flow"], want.expand_as(z.extra["flow"]))  # constant: every frame, every pixel
+    assert (z.extra["flow_source"] == -1).all()
+    assert torch.equal(z.images, ds.images) and torch.equal(ds.extra["flow"], tiny["train"].extra["flow"])
+    # other kinds: the data as loaded
+    assert flow_control(ds, "two_stream", tiny["samples"]["train"]) is ds
+
+
+def _clip_samples(n_clips, frames):
+    from wsss_lib.data.base import Sample
+
+    return [Sample(f"c{c}_{t}", image=None, clip=f"c{c}", frame=t) for c in range(n_clips) for t in range(frames)]
+
+
+def test_shuffled_flow_control_takes_another_clips_frame_deterministically():
+    n_clips, frames = 5, 3
+    samples = _clip_samples(n_clips, frames)
+    n = len(samples)
+    flow = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 3, 4, 4).clone()  # row id as flow
+    ds = InMemoryDataset(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.zeros(n, 4, 4, dtype=torch.long),
+                         torch.zeros(n, 2), extra={"flow": flow})
+    a = flow_control(ds, "two_stream_shuffled_flow", samples, seed=7)
+    b = flow_control(ds, "two_stream_shuffled_flow", samples, seed=7)
+    c = flow_control(ds, "two_stream_shuffled_flow", samples, seed=8)
+    src = a.extra["flow_source"]
+    assert torch.equal(src, b.extra["flow_source"]) and torch.equal(a.extra["flow"], b.extra["flow"])
+    assert not torch.equal(src, c.extra["flow_source"])  # another seed, another derangement (5 clips: 24 of them)
+    for i, s in enumerate(samples):
+        j = int(src[i])
+        assert samples[j].clip != s.clip and samples[j].frame == s.frame  # another clip, same frame index
+        assert (a.extra["flow"][i] == j).all()
+    # a clip's frames all come from one other clip, and every clip gives its flow once
+    per_clip = {c: {samples[int(src[i])].clip for i, x in enumerate(samples) if x.clip == c}
+                for c in dict.fromkeys(x.clip for x in samples)}
+    assert all(len(v) == 1 for v in per_clip.values())
+    assert sorted(next(iter(v)) for v in per_clip.values()) == sorted(per_clip)
+    with pytest.raises(InvalidInputError):
+        flow_control(ds, "two_stream_shuffled_flow", None)
+    with pytest.raises(InvalidInputError):
+        flow_control(ds.subset(range(frames)), "two_stream_shuffled_flow", samples[:frames])  # one clip
+
+
+def test_derangement_has_no_fixed_point():
+    for n in range(2, 9):
+        for seed in range(20):
+            p = derangement(n, seed)
+            assert sorted(p.tolist()) == list(range(n)) and (p != np.arange(n)).all()
+    assert (derangement(6, 1) == derangement(6, 1)).all()
+
+
+def test_shuffled_flow_on_real_clips(tiny):
+    ds = tiny["train"]
+    sh = flow_control(ds, "two_stream_shuffled_flow", tiny["samples"]["train"], seed=0)
+    smp = tiny["samples"]["train"]
+    for i, j in enumerate(sh.extra["flow_source"].tolist()):
+        assert smp[j].clip != smp[i].clip and smp[j].frame == smp[i].frame
+        assert torch.equal(sh.extra["flow"][i], ds.extra["flow"][j])
+
+
+def test_motion_controls_are_exactly_the_two_stream_network(tiny):
+    info = tiny["info"]
+
+    def n_params(kind):
+        torch.manual_seed(0)
+        return build_video_model(kind, info, **SMALL)
+
+    ref = n_params("two_stream")
+    for kind in FLOW_CONTROLS:
+        m = n_params(kind)
+        assert type(m) is type(ref)
+        assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in ref.parameters())
+        assert [(k, v.shape) for k, v in m.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
+    assert sum(p.numel() for p in n_params("appearance").parameters()) < sum(p.numel() for p in ref.parameters())
+
+
+def test_control_kinds_refuse_real_flow(tiny):
+    info = tiny["info"]
+    reg = torch.zeros(6, info.num_classes, 48, 64, dtype=torch.uint8)
+    for kind in FLOW_CONTROLS:
+        with pytest.raises(InvalidInputError, match="flow control"):
+            train_video_model(kind, build_video_model(kind, info, **SMALL), tiny["train"], info, regions=reg, steps=1)
+    zero = flow_control(tiny["train"], "two_stream_zero_flow", tiny["samples"]["train"])
+    with pytest.raises(InvalidInputError, match="flow control"):  # the wrong control
+        train_video_model("two_stream_shuffled_flow", build_video_model("two_stream", info, **SMALL), zero, info,
+                          regions=reg, steps=1)
+
+
+def test_full_loss_class_weights_change_the_loss():
+    info = _info3()
+    torch.manual_seed(0)
+    lg = torch.randn(2, 3, 4, 4)
+
+    class Const(torch.nn.Module):
+        def forward(self, x):
+            return lg
+
+    batch = {"image": torch.zeros(2, 3, 8, 8), "tags": torch.ones(2, 3),
+             "label": torch.tensor([0, 1]).view(2, 1, 1).expand(2, 8, 8).clone()}
+    plain = video_loss_step("full", info.foreground, augment=False)(Const(), batch, torch.device("cpu"))
+    ones = video_loss_step("full", info.foreground, augment=False, class_weights=torch.ones(3))(
+        Const(), batch, torch.device("cpu"))
+    w = video_loss_step("full", info.foreground, augment=False, class_weights=torch.tensor([1.0, 0.0, 1.0]))(
+        Const(), batch, torch.device("cpu"))
+    only0 = video_loss_step("full", info.foreground, augment=False)(Const(), {**batch, "label": batch["label"].clone().fill_(0)},
+                                                                    torch.device("cpu"))
+    assert math.isclose(float(plain), float(ones), rel_tol=1e-6)
+    # class 1 weighted 0: only image 0's pixels (class 0) count
+    ce0 = torch.nn.functional.cross_entropy(torch.nn.functional.interpolate(lg[:1], size=(8, 8), mode="bilinear",
+                                                                           align_corners=False),
+                                            torch.zeros(1, 8, 8, dtype=torch.long))
+    assert math.isclose(float(w), float(ce0), rel_tol=1e-5) and not math.isclose(float(w), float(only0), rel_tol=1e-3)
+
+
+def test_fgbg_masks_refuse_truncated_stages(tiny):
+    info = tiny["info"]
+    clf = build_heatmap_classifier(info.num_classes, last_stage="conv3", widths=(4, 8, 8, 8, 8), depths=(1, 1, 1, 1, 1))
+    with pytest.raises(InvalidInputError, match="identities"):
+        compute_fgbg_masks(clf.eval(), tiny["train"], layers=("conv4", "conv5"), threshold=0.5)
+    fg = build_heatmap_classifier(len(info.foreground), last_stage="conv5", widths=(4, 8, 8, 8, 8),
+                                  depths=(1, 1, 1, 1, 1)).eval()
+    res = compute_fgbg_masks(fg, tiny["train"], layers=("conv4", "conv5"), threshold=0.5)
+    assert res["masks"].shape == (6, 48, 64)
+
+
+def test_oracle_bg_prediction_names_only_true_background():
+    info = _info3()  # road, sky = background, car = fg
+    lm = torch.tensor([0, 2])  # single bg label -> road
+    labels = torch.tensor([[[0, 1, 2, 1, 255]]])
+    pred = torch.tensor([[[0, 0, 0, 2, 0]]])
+    assert oracle_bg_prediction(pred, labels, info, lm).tolist() == [[[0, 1, 0, 2, 0]]]

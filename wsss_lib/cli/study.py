@@ -1,22 +1,25 @@
-"""``wsss study paper1``: every compared model of a paper trained for several seeds, then a table
-of paired differences with 95 % bootstrap intervals (``<out>/study.md`` / ``study.json``).
+"""``wsss study paper1 | paper2``: every compared model of a paper trained for several seeds, then a
+table of paired differences with 95 % bootstrap intervals (``<out>/study.md`` / ``study.json``).
 
-``--choose`` first makes the VAL choices (CRF setting, training steps per mode) on seed 0 and writes
-``<out>/choices.json``; the presets hold the chosen values (a mismatch is reported).
+``--choose`` first makes the VAL choices on seed 0 and writes ``<out>/seed_0/choices.json`` (paper 1:
+CRF setting and training steps per mode; paper 2: training steps per video model kind); the presets
+hold the chosen values (a mismatch is reported).
 """
 
 from __future__ import annotations
 
 import sys
 
+DEFAULT_DATASET = {"paper1": "toy_objects", "paper2": "toy_streets"}
+
 
 def register(sub) -> None:
     p = sub.add_parser("study", help="seed study of a paper: paired differences with 95 % intervals")
-    p.add_argument("paper", choices=["paper1"], help="which paper's comparisons")
+    p.add_argument("paper", choices=["paper1", "paper2"], help="which paper's comparisons")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1; default 5)")
     p.add_argument("--out", default=None, help="output folder (default: runs/study_<paper>[_quick])")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--dataset", default="toy_objects")
+    p.add_argument("--dataset", default=None, help="default: toy_objects (paper1), toy_streets (paper2)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="quick (CI-sized) settings")
     p.add_argument("--choose", action="store_true", help="make the VAL choices first (seed 0) into choices.json")
@@ -31,24 +34,31 @@ def register(sub) -> None:
 def cmd_study(args) -> int:
     from ..papers.study import default_study_dir  # lazy: `wsss --help` and other commands do not load every pipeline
     from ..papers.common import make_context  # lazy: `wsss --help` and other commands do not load every pipeline
-    from ..papers.study_paper1 import checkmask_study, choose_paper1, paper1_study  # lazy: `wsss --help` and other commands do not load every pipeline
 
+    if args.paper == "paper1":
+        from ..papers.study_paper1 import choose_paper1 as choose, paper1_study as study  # lazy: `wsss --help` and other commands do not load every pipeline
+    else:
+        from ..papers.study_paper2 import choose_paper2 as choose, paper2_study as study  # lazy: `wsss --help` and other commands do not load every pipeline
+    dataset = args.dataset or DEFAULT_DATASET[args.paper]
     out = args.out or str(default_study_dir(args.paper, args.quick))
     if args.choose or args.choose_only:
-        ctx = make_context(args.data_root, f"{out}/seed_0", args.device, args.quick, 0, args.dataset, name="study")
-        ch = choose_paper1(ctx, progress=args.progress)
-        print(f"VAL choices -> {ctx.out}/choices.json: CRF {ch['crf']['best']}, steps {ch['steps']['chosen']}")
-        for what, ok in ch["presets_agree"].items():
+        ctx = make_context(args.data_root, f"{out}/seed_0", args.device, args.quick, 0, dataset, name="study")
+        ch = choose(ctx, progress=args.progress)
+        what = f"CRF {ch['crf']['best']}, " if "crf" in ch else ""
+        print(f"VAL choices -> {ctx.out}/choices.json: {what}steps {ch['steps']['chosen']}")
+        for name, ok in ch["presets_agree"].items():
             if not ok:
-                print(f"wsss: note: the presets' {what} differ from the VAL choice; update wsss_lib/core/config.py",
+                print(f"wsss: note: the presets' {name} differ from the VAL choice; update wsss_lib/core/config.py",
                       file=sys.stderr)
         if args.choose_only:
             return 0
-    summary = paper1_study(out, range(args.seeds), args.quick, args.device, args.data_root, args.dataset,
-                           progress=args.progress, n_resamples=args.resamples)
+    summary = study(out, range(args.seeds), args.quick, args.device, args.data_root, dataset,
+                    progress=args.progress, n_resamples=args.resamples)
     print(f"{out}/study.md ({len(summary['seeds'])} seeds, {summary['wall_seconds'] / 60:.1f} min)")
-    if args.checkmask:
-        cm = checkmask_study(out, range(args.seeds), args.quick, args.device, args.data_root, args.dataset,
+    if args.checkmask and args.paper == "paper1":
+        from ..papers.study_paper1 import checkmask_study  # lazy: `wsss --help` and other commands do not load every pipeline
+
+        cm = checkmask_study(out, range(args.seeds), args.quick, args.device, args.data_root, dataset,
                              progress=args.progress, n_resamples=args.resamples)
         print(f"{out}/checkmask_study.md ({len(cm['seeds'])} seeds, {cm['wall_seconds'] / 60:.1f} min)")
     return 0

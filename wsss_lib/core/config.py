@@ -3,8 +3,8 @@
 Notebooks and the CLI call :func:`preset` with ``quick=True/False``; tests and ``wsss run
 --quick`` use the quick sizes, so CI asserts on the same values a notebook records. Each section
 belongs to one area of the library (``toy_objects``/``toy_streets`` data, ``classifier``,
-``masks``, ``crf``, ``seg`` for paper 1; ``streets_classifier``, ``heatmaps``, ``flow``,
-``video_seg`` for paper 2). Override any key with ``preset(..., **overrides)``.
+``masks``, ``crf``, ``seg`` for paper 1; ``streets_classifier``, ``streets_fg_classifier``,
+``heatmaps``, ``flow``, ``video_seg`` for paper 2). Override any key with ``preset(..., **overrides)``.
 """
 
 from __future__ import annotations
@@ -74,6 +74,13 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001},
         "quick": {"steps": 120},
     },
+    "streets_fg_classifier": {
+        # the single-background baseline's classifier = paper 1's on street data: FOREGROUND tags only (paper 1
+        # has no background tags) and its mask from conv4 + conv5 [summary]; keys here override
+        # streets_classifier (same widths/depths/schedule [ours]) -- every stage kept, so conv4/conv5 exist
+        "default": {"last_stage": "conv5"},
+        "quick": {},
+    },
     "heatmaps": {
         # per-class maps normalised per image to [0, 1], argmax among tagged classes [ours]
         "default": {"layer": "score", "normalisation": "max", "threshold": 0.2, "mode": "argmax", "crf": False,
@@ -86,20 +93,26 @@ PRESETS: dict[str, dict[str, dict]] = {
         "quick": {},
     },
     "video_seg": {
-        # the four compared models share one architecture and schedule [ours]. output_stride 4 makes
+        # the compared models share one architecture and schedule [ours]. output_stride 4 makes
         # 24x32 score maps: full supervision 0.514 -> 0.558 mIoU, weak models unchanged (their
-        # heatmap supervision is the bottleneck), ~2x the time; 8 stays the default (issue 4 note)
+        # heatmap supervision is the bottleneck), ~2x the time; 8 stays the default (issue 4 note).
+        # full_loss: the upper bound's cross-entropy, "balanced" (median-frequency class weights, so rare
+        # foreground classes count) or "plain" [ours]. kind_steps: steps per kind chosen on VAL by
+        # `wsss study paper2 --choose` (a kind missing here trains its base kind's entry, else "steps";
+        # the motion controls train exactly like two_stream) [ours]
         "default": {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1],
                     "output_stride": 8, "head": "largefov", "head_width": 128,
                     "head_dilation": 4, "dropout": 0.3, "motion_widths": [8, 16, 32, 32, 32],
                     "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1,
                     "steps": 300, "batch_size": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001,
                     "pooling": "mean", "absent_pooling": "max", "init_from_classifier": True,
+                    "full_loss": "balanced", "kind_steps": {},
+                    # single_bg's mask: conv4 + conv5 of the streets_fg_classifier [summary], CRF [ours]
                     "fgbg_layers": ["conv4", "conv5"], "fgbg_crf": True,
                     "kinds": ["appearance", "two_stream", "single_bg", "full"],
                     # clips used per split (None = all); quick mode: the first clips of each split
                     "clips": {}},
-        "quick": {"steps": 80, "clips": {"train": 60, "val": 10, "test": 10}},
+        "quick": {"steps": 80, "kind_steps": {}, "clips": {"train": 60, "val": 10, "test": 10}},
     },
 }
 

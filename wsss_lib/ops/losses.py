@@ -25,7 +25,8 @@ i.e. weighted cross-entropy: ``-sum w log S / sum w``).
 * Paper 2 [ours]: every tagged class (fg or bg) rewarded over its own heatmap region: call
   :func:`region_loss` with those regions and ``separate=()`` (all classes equal).
 * Baselines: :func:`tags_only_loss` (no mask: MIL-style pooling over the whole image) and
-  :func:`cross_entropy` (full supervision, 255 ignored).
+  :func:`cross_entropy` (full supervision, 255 ignored; optional class weights, e.g. median-frequency
+  balancing from :func:`median_frequency_weights`).
 
 Gradients: through the softmax, a present term pooled over a region only reaches the logits of
 pixels inside that region (mean/lse/pixel) or its arg-max pixel (max); the absent term with max
@@ -281,11 +282,54 @@ def fgbg_prior_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, fg_mask: to
     return loss.sum() if reduction == "sum" else loss.mean()
 
 
-def cross_entropy(seg_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def cross_entropy(seg_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Fully supervised upper bound: pixel cross-entropy of upsampled ``seg_logits``
-    ``(B, C, h, w)`` against ``labels`` int64 ``(B, H, W)`` (``ignore_index`` skipped)."""
+    ``(B, C, h, w)`` against ``labels`` int64 ``(B, H, W)`` (``ignore_index`` skipped).
+
+    ``weight`` ``(C,)``: per-class weights (e.g. :func:`median_frequency_weights`); the mean is then
+    ``sum_i w_{y_i} CE_i / sum_i w_{y_i}`` over the labelled pixels (``torch.nn.functional.cross_entropy``).
+    """
     _check(seg_logits)
     if labels.ndim != 3 or labels.shape[0] != seg_logits.shape[0]:
         raise InvalidInputError(f"labels must be (B, H, W), got {tuple(labels.shape)}")
     logits = upsample(seg_logits.float(), labels.shape[-2:])
-    return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+    w = None
+    if weight is not None:
+        w = torch.as_tensor(weight, dtype=torch.float32, device=logits.device)
+        if w.shape != (logits.shape[1],) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise InvalidInputError(f"weight must be ({logits.shape[1]},) finite and >= 0, got {tuple(w.shape)}")
+    return F.cross_entropy(logits, labels.long(), weight=w, ignore_index=ignore_index)
+
+
+def median_frequency_weights(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                             chunk: int = 256) -> torch.Tensor:
+    """Median-frequency-balancing class weights ``(C,)`` float32 from training labels ``(N, H, W)``.
+
+    Eigen & Fergus (ICCV 2015) / SegNet: ``freq_c`` = pixels of class c divided by the pixels of the
+    images in which c occurs; ``w_c = median_c'(freq_c') / freq_c`` (median over the classes that
+    occur). Pixels labelled ``ignore_index`` count nowhere; a class that never occurs gets weight 0
+    (no pixel ever carries it).
+    """
+    num_classes = int(num_classes)
+    if labels.ndim != 3:
+        raise InvalidInputError(f"labels must be (N, H, W), got {tuple(labels.shape)}")
+    pix = torch.zeros(num_classes, dtype=torch.float64)
+    area = torch.zeros(num_classes, dtype=torch.float64)
+    for s in range(0, labels.shape[0], chunk):
+        lab = labels[s:s + chunk].long().flatten(1)
+        n = lab.shape[0]
+        valid = lab != ignore_index
+        if bool(((lab[valid] < 0) | (lab[valid] >= num_classes)).any()):
+            raise InvalidInputError(f"labels outside [0, {num_classes}) (other than {ignore_index})")
+        img = torch.arange(n)[:, None].expand_as(lab)
+        counts = torch.bincount((img * num_classes + lab)[valid], minlength=n * num_classes)
+        counts = counts.view(n, num_classes).double()
+        pix += counts.sum(0)
+        area += ((counts > 0).double() * valid.sum(1, keepdim=True).double()).sum(0)
+    present = pix > 0
+    out = torch.zeros(num_classes, dtype=torch.float64)
+    if bool(present.any()):
+        freq = pix[present] / area[present]
+        out[present] = torch.quantile(freq, 0.5) / freq  # the usual median (mean of the middle two)
+    return out.float()

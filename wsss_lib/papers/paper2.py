@@ -9,9 +9,14 @@ from :func:`wsss_lib.core.config.preset`), else trains and saves it
 
 Pipeline: :func:`load_streets` (frames + cached flow of every split) ->
 :func:`get_classifier` (multi-label tags over all classes) -> :func:`get_regions` (heatmap
-regions of the training frames) / :func:`get_fgbg_masks` (paper 1's single fg/bg mask) ->
-:func:`get_video_model` for ``appearance | two_stream | single_bg | full`` ->
-:func:`evaluate_model`.
+regions of the training frames) / :func:`get_fg_classifier` + :func:`get_fgbg_masks` (paper 1's
+single fg/bg mask, from a foreground-tag classifier's conv4 + conv5) -> :func:`get_video_model` for
+every kind of :data:`~wsss_lib.papers.video.KINDS` (``appearance | two_stream | two_stream_zero_flow |
+two_stream_shuffled_flow | single_bg | full``) -> :func:`evaluate_model`.
+
+The motion controls (``two_stream_zero_flow``, ``two_stream_shuffled_flow``) see their
+:func:`~wsss_lib.papers.video.flow_control` in training and evaluation alike (:func:`split_data`);
+the shuffled one deranges the clips by ``ctx.seed``.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from ..models.classifier import build_heatmap_classifier
 from ..models.init import init_from
 from ..ops.crf import CRFParams
 from ..ops.flow import FlowParams
+from ..ops.losses import median_frequency_weights
 from ..ops.masks import evaluate_masks
 from .common import complete_checkpoints, dataset_split, load_or_train
-from .video import (KINDS, build_video_model, compute_fgbg_masks, compute_regions, model_config,
-                    evaluate_predictions, evaluate_video, fg_binary_labels, load_video_data,
-                    pseudo_label_scores, single_bg_label_map, train_video_model)
+from .video import (KINDS, base_kind, build_video_model, compute_fgbg_masks, compute_regions, flow_control,
+                    model_config, evaluate_predictions, evaluate_video, fg_binary_labels, load_video_data,
+                    pseudo_label_scores, single_bg_label_map, train_video_model, uses_flow)
+
+FULL_LOSSES = ("plain", "balanced")
 
 SPLITS = ("train", "val", "test")
 
@@ -117,6 +125,43 @@ def get_classifier(ctx, streets: dict, progress: bool = True, **overrides):
                  "loss": hist["loss"][-1] if hist["loss"] else None}
 
 
+def fg_classifier_config(ctx, **overrides) -> dict:
+    """Settings of the single-background baseline's classifier: the ``streets_classifier`` preset with
+    the ``streets_fg_classifier`` section on top (``last_stage: conv5``), then ``overrides``."""
+    return preset("streets_classifier", ctx.quick, **{**preset("streets_fg_classifier", ctx.quick), **overrides})
+
+
+def get_fg_classifier(ctx, streets: dict, progress: bool = True, **overrides):
+    """Paper 1's classifier on street data, for the single-background baseline: a multi-label
+    classifier over the FOREGROUND tags only (paper 1 has no background tags [summary]) whose conv4
+    and conv5 exist (``last_stage: conv5``, otherwise the streets classifier's widths/depths and
+    schedule [ours]). Loaded from ``checkpoints/streets_fg_classifier.pt`` when its config matches,
+    else trained. Returns ``(classifier, info_dict)`` with foreground-tag mAP/accuracy on test."""
+    cfg = fg_classifier_config(ctx, **overrides)
+    info = streets["info"]
+    fg = list(info.foreground)
+    clf = build_heatmap_classifier(len(fg), backbone=cfg["backbone"], last_stage=cfg["last_stage"],
+                                   pooling=cfg["pooling"], lse_r=cfg["lse_r"], hidden=cfg["hidden"],
+                                   dropout=cfg["dropout"], widths=cfg["widths"], depths=cfg["depths"])
+    path = ctx.checkpoints / "streets_fg_classifier.pt"
+    config = {"classifier": cfg, "classes": fg, "data": _data_id(streets), "seed": ctx.seed}
+
+    def fit_it():
+        return train_classifier(clf, streets["data"]["train"], classes=fg, steps=cfg["steps"],
+                                batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
+                                weight_decay=cfg["weight_decay"], device=ctx.device, seed=ctx.seed,
+                                checkpoint_path=path, resume=True, config=config, progress=progress,
+                                desc="streets fg classifier")
+
+    run = load_or_train(path, config, clf, fit_it, ctx.device, what="streets fg classifier")
+    hist = run["history"]
+    clf.eval()
+    split = "test" if "test" in streets["data"] else "train"
+    ev = evaluate_classifier(clf, streets["data"][split], classes=fg, device=ctx.device)
+    return clf, {"map": ev["map"], "acc": ev["acc"], "ap": ev["ap"], "seconds": run["seconds"],
+                 "loss": hist["loss"][-1] if hist["loss"] else None, "classes": fg, "last_stage": cfg["last_stage"]}
+
+
 def heatmap_config(ctx, **overrides) -> dict:
     """The heatmap -> region settings (``heatmaps`` preset) as keyword arguments of
     :func:`wsss_lib.papers.video.compute_regions`."""
@@ -138,9 +183,20 @@ def get_regions(ctx, classifier, streets: dict, split: str = "train", progress: 
             "config": {k: (v if not hasattr(v, "to_dict") else v.to_dict()) for k, v in kw.items()}}
 
 
-def get_fgbg_masks(ctx, classifier, streets: dict, split: str = "train", progress: bool = True) -> dict:
-    """Paper 1's fused fg/bg masks of ``split`` (threshold chosen on VAL) for the single-bg baseline,
-    with their fg/bg mask IoU and the single-background pseudo-label scores."""
+def get_fgbg_masks(ctx, classifier=None, streets: dict | None = None, split: str = "train",
+                   progress: bool = True) -> dict:
+    """Paper 1's fused fg/bg masks of ``split`` (``video_seg`` ``fgbg_layers``, conv4 + conv5
+    [summary]; threshold chosen on VAL; dense CRF) for the single-bg baseline, with their fg/bg mask
+    IoU and the single-background pseudo-label scores.
+
+    ``classifier``: default (None) :func:`get_fg_classifier`, paper 1's foreground-tag classifier;
+    a classifier whose ``fgbg_layers`` are truncated to identities (e.g. :func:`get_classifier`'s,
+    which stops at conv3) is refused (:func:`~wsss_lib.papers.video.check_stages`).
+    """
+    if streets is None:
+        raise InvalidInputError("get_fgbg_masks needs streets (load_streets)")
+    if classifier is None:
+        classifier, _ = get_fg_classifier(ctx, streets, progress=progress)
     cfg = preset("video_seg", ctx.quick)
     info = streets["info"]
     ds = streets["data"][split]
@@ -158,83 +214,150 @@ def get_fgbg_masks(ctx, classifier, streets: dict, split: str = "train", progres
     return res
 
 
+def kind_steps(cfg: dict, kind: str, overrides: dict | None = None) -> int:
+    """Training steps of ``kind`` under the ``video_seg`` settings ``cfg``: an explicit ``steps``
+    override, else ``kind_steps[kind]`` (the VAL choice, ``wsss study paper2 --choose``), else
+    ``kind_steps`` of its base kind (a motion control trains exactly like the two-stream model),
+    else ``steps``."""
+    if overrides and "steps" in overrides:
+        return int(overrides["steps"])
+    ks = cfg.get("kind_steps") or {}
+    return int(ks.get(kind, ks.get(base_kind(kind), cfg["steps"])))
+
+
+def full_class_weights(cfg: dict, streets: dict) -> torch.Tensor | None:
+    """The cross-entropy class weights of ``full`` (``video_seg`` ``full_loss``): ``"balanced"`` ->
+    median-frequency balancing over the training labels [ours], ``"plain"`` -> None."""
+    if cfg["full_loss"] not in FULL_LOSSES:
+        raise InvalidInputError(f"video_seg full_loss must be one of {FULL_LOSSES}, got {cfg['full_loss']!r}")
+    if cfg["full_loss"] == "plain":
+        return None
+    info = streets["info"]
+    return median_frequency_weights(streets["data"]["train"].labels, info.num_classes, info.ignore_index)
+
+
+def split_data(ctx, streets: dict, split: str, kind: str):
+    """The in-memory ``split`` as ``kind`` sees it: the motion controls get their
+    :func:`~wsss_lib.papers.video.flow_control` (derangement seeded by ``ctx.seed``), others the data as loaded."""
+    fcfg = streets.get("flow_config") or {}
+    return flow_control(streets["data"][split], kind, streets["samples"][split], seed=ctx.seed,
+                        max_flow=fcfg.get("max_flow"), normalisation=fcfg.get("normalisation", "fixed"),
+                        subtract=fcfg.get("subtract", "median"))
+
+
 def get_video_model(ctx, kind: str, streets: dict, classifier=None, regions: torch.Tensor | None = None,
                     fg_masks: torch.Tensor | None = None, progress: bool = True, tag: str | None = None,
                     supervision_id: dict | None = None, **overrides):
     """Load (matching config) or train the ``kind`` video model; returns ``(model, history)``.
 
-    ``regions`` for appearance/two_stream, ``fg_masks`` for single_bg; ``classifier`` initialises
-    the RGB backbone (``init_from_classifier``). ``supervision_id`` (e.g. the heatmap config) is
-    part of the checkpoint config so a change of supervision retrains.
+    ``regions`` for appearance/two_stream (and its controls), ``fg_masks`` for single_bg;
+    ``classifier`` initialises the RGB backbone (``init_from_classifier``; single_bg: pass
+    :func:`get_fg_classifier`'s). ``supervision_id`` (e.g. the heatmap config) is part of the
+    checkpoint config so a change of supervision retrains. Steps: :func:`kind_steps`; ``full``'s
+    loss: :func:`full_class_weights`.
     """
     cfg = preset("video_seg", ctx.quick, **overrides)
+    cfg["steps"] = kind_steps(cfg, kind, overrides)
+    base = base_kind(kind)
     info = streets["info"]
     model = build_video_model(kind, info, **model_config(cfg))
     name = tag or f"video_{kind}"
-    config = {"kind": kind, "video_seg": {k: v for k, v in cfg.items() if k != "kinds"},
-              "data": _data_id(streets, flow=kind == "two_stream"), "seed": ctx.seed,
+    stored = {k: v for k, v in cfg.items() if k not in ("kinds", "kind_steps")}
+    if base != "full":
+        stored.pop("full_loss")
+    config = {"kind": kind, "video_seg": stored, "data": _data_id(streets, flow=uses_flow(kind)), "seed": ctx.seed,
               "supervision": supervision_id or {}}
     path = ctx.checkpoints / f"{name}.pt"
 
     def fit_it():
         if cfg["init_from_classifier"] and classifier is not None:
-            # paper 2's classifier stops at conv3 (later stages are identities): a partial copy, on purpose
+            # paper 2's heatmap classifier stops at conv3 (later stages are identities): a partial copy,
+            # on purpose; the fg classifier of single_bg has every stage
             init_from(model, classifier, partial=True, head=False)
-        return train_video_model(kind, model, streets["data"]["train"], info, regions=regions, fg_masks=fg_masks,
-                                 steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+        return train_video_model(kind, model, split_data(ctx, streets, "train", kind), info, regions=regions,
+                                 fg_masks=fg_masks, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                                  optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"], pooling=cfg["pooling"],
-                                 absent_pooling=cfg["absent_pooling"], device=ctx.device, seed=ctx.seed,
-                                 checkpoint_path=path, resume=True, config=config, progress=progress, desc=name)
+                                 absent_pooling=cfg["absent_pooling"],
+                                 class_weights=full_class_weights(cfg, streets) if base == "full" else None,
+                                 device=ctx.device, seed=ctx.seed, checkpoint_path=path, resume=True, config=config,
+                                 progress=progress, desc=name)
 
     run = load_or_train(path, config, model, fit_it, ctx.device, what=name)
-    return model, {**run["history"], "seconds": run["seconds"]}
+    return model, {**run["history"], "seconds": run["seconds"], "steps": cfg["steps"]}
 
 
 def evaluate_model(ctx, kind: str, model, streets: dict, split: str = "test", label_map=None) -> dict:
-    """:func:`wsss_lib.papers.video.evaluate_video` on ``split`` (single_bg: with its label map and the
-    oracle-background ceiling)."""
-    if kind == "single_bg" and label_map is None:
+    """:func:`wsss_lib.papers.video.evaluate_video` on ``split`` as ``kind`` sees it (:func:`split_data`:
+    the motion controls on their flow control; single_bg: with its label map and the
+    oracle-background ceiling, ``"oracle_bg"``)."""
+    if base_kind(kind) == "single_bg" and label_map is None:
         raise InvalidInputError("single_bg needs its label_map (get_fgbg_masks(...)['label_map'])")
-    return evaluate_video(model, streets["data"][split], streets["info"], device=ctx.device, label_map=label_map,
-                          oracle_bg=kind == "single_bg")
+    return evaluate_video(model, split_data(ctx, streets, split, kind), streets["info"], device=ctx.device,
+                          label_map=label_map, oracle_bg=kind == "single_bg")
+
+
+def video_supervision(ctx, kinds, streets: dict, progress: bool = True, classifier_overrides: dict | None = None,
+                      fg_classifier_overrides: dict | None = None) -> dict:
+    """What the weak ``kinds`` train from: ``{"classifier", "classifier_info"}`` always, ``"regions"``
+    (heatmap regions) for appearance / two-stream kinds, ``"fg_classifier"``, ``"fg_classifier_info"``
+    and ``"fgbg"`` (:func:`get_fgbg_masks` of :func:`get_fg_classifier`) for single_bg."""
+    bases = {base_kind(k) for k in kinds}
+    clf, clf_info = get_classifier(ctx, streets, progress=progress, **(classifier_overrides or {}))
+    out = {"classifier": clf, "classifier_info": clf_info}
+    if bases & {"appearance", "two_stream"}:
+        out["regions"] = get_regions(ctx, clf, streets, progress=progress)
+    if "single_bg" in bases:
+        fg_clf, fg_info = get_fg_classifier(ctx, streets, progress=progress, **(fg_classifier_overrides or {}))
+        out.update(fg_classifier=fg_clf, fg_classifier_info=fg_info)
+        out["fgbg"] = get_fgbg_masks(ctx, fg_clf, streets, progress=progress)
+    return out
+
+
+def train_kind(ctx, kind: str, streets: dict, sup: dict, progress: bool = True, **overrides):
+    """:func:`get_video_model` for ``kind`` with its supervision from :func:`video_supervision` (the
+    RGB backbone initialised from the heatmap classifier, single_bg's from the fg classifier);
+    ``overrides``: ``video_seg`` keys and ``tag``. Returns ``(model, history)``."""
+    base = base_kind(kind)
+    sid = {}
+    if base in ("appearance", "two_stream"):
+        sid = sup["regions"]["config"]
+    elif base == "single_bg":
+        sid = {"threshold": sup["fgbg"]["threshold"], "classifier": "streets_fg_classifier"}
+    clf = sup["fg_classifier"] if base == "single_bg" else sup["classifier"]
+    return get_video_model(ctx, kind, streets, classifier=clf, regions=sup.get("regions", {}).get("regions"),
+                           fg_masks=sup.get("fgbg", {}).get("masks"), progress=progress, supervision_id=sid,
+                           **overrides)
 
 
 def run_video_experiment(ctx, kinds=None, progress: bool = True, streets: dict | None = None,
-                         model_overrides: dict | None = None, classifier_overrides: dict | None = None) -> dict:
-    """Everything notebook 07 compares: returns ``{"streets", "classifier", "regions", "fgbg",
-    "models": {kind: model}, "results": {kind: scores}, "histories": {kind: history}}``."""
+                         model_overrides: dict | None = None, classifier_overrides: dict | None = None,
+                         evaluate: bool = True) -> dict:
+    """Everything notebook 07 compares: returns ``{"streets", "classifier", "fg_classifier" (single_bg),
+    "regions", "fgbg", "models": {kind: model}, "results": {kind: scores on test}, "histories": {kind:
+    history}}`` (``evaluate=False``: no ``results``)."""
     kinds = list(kinds or preset("video_seg", ctx.quick)["kinds"])
-    bad = [k for k in kinds if k not in ("appearance", "two_stream", "single_bg", "full")]
+    bad = [k for k in kinds if k not in KINDS]
     if bad:
-        raise InvalidInputError(f"unknown video model kind(s) {bad}; use appearance, two_stream, single_bg, full")
+        raise InvalidInputError(f"unknown video model kind(s) {bad}; use {', '.join(KINDS)}")
     streets = streets or load_streets(ctx, progress=progress)
-    clf, clf_info = get_classifier(ctx, streets, progress=progress, **(classifier_overrides or {}))
-    out = {"streets": streets, "classifier": clf, "classifier_info": clf_info, "models": {}, "results": {},
-           "histories": {}}
-    if any(k in ("appearance", "two_stream") for k in kinds):
-        out["regions"] = get_regions(ctx, clf, streets, progress=progress)
-    if "single_bg" in kinds:
-        out["fgbg"] = get_fgbg_masks(ctx, clf, streets, progress=progress)
+    out = {"streets": streets, **video_supervision(ctx, kinds, streets, progress, classifier_overrides),
+           "models": {}, "results": {}, "histories": {}}
     for kind in kinds:
-        sup = {}
-        if kind in ("appearance", "two_stream"):
-            sup = out["regions"]["config"]
-        elif kind == "single_bg":
-            sup = {"threshold": out["fgbg"]["threshold"]}
-        model, hist = get_video_model(ctx, kind, streets, classifier=clf,
-                                      regions=out.get("regions", {}).get("regions"),
-                                      fg_masks=out.get("fgbg", {}).get("masks"), progress=progress,
-                                      supervision_id=sup, **(model_overrides or {}))
+        model, hist = train_kind(ctx, kind, streets, out, progress=progress, **(model_overrides or {}))
         out["models"][kind] = model
-        out["histories"][kind] = {"seconds": hist["seconds"], "final_loss": hist["loss"][-1] if hist["loss"] else None}
-        lm = out["fgbg"]["label_map"] if kind == "single_bg" else None
-        out["results"][kind] = evaluate_model(ctx, kind, model, streets, label_map=lm)
+        out["histories"][kind] = {"seconds": hist["seconds"], "steps": hist["steps"],
+                                  "final_loss": hist["loss"][-1] if hist["loss"] else None}
+        if evaluate:
+            lm = out["fgbg"]["label_map"] if kind == "single_bg" else None
+            out["results"][kind] = evaluate_model(ctx, kind, model, streets, label_map=lm)
     return out
 
 
 def load_video_checkpoints(ctx, streets: dict) -> dict:
-    """Every trained video model in ``ctx.checkpoints`` (``video_<kind>.pt``, complete ones only):
-    ``{kind: (model, label_map or None)}``; the architecture comes from the stored config."""
+    """Every trained video model in ``ctx.checkpoints`` (``video_<kind>.pt``, complete ones only; the
+    steps-grid runs of :func:`~wsss_lib.papers.study_paper2.choose_paper2` are left out):
+    ``{kind: (model, label_map or None)}``; the architecture comes from the stored config. Evaluate
+    them with :func:`evaluate_model` (the motion controls then see their flow control)."""
     info = streets["info"]
     out = {}
     for path, state in complete_checkpoints(ctx.checkpoints, "video_*.pt"):

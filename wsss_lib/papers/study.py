@@ -96,9 +96,9 @@ def stack(results: dict, method: str) -> np.ndarray:
     return np.stack([np.asarray(results[s]["conf"][method]) for s in sorted(results)])
 
 
-def summarise(results: dict, comparisons: Sequence[Comparison], methods: Sequence[tuple[str, str, tuple | None]] = (),
-              **kw) -> dict:
-    """The study table. ``methods``: ``(label, method, classes)`` rows of plain means; ``kw`` goes to
+def summarise(results: dict, comparisons: Sequence[Comparison], methods: Sequence[tuple] = (), **kw) -> dict:
+    """The study table. ``methods``: ``(label, method, classes)`` rows of plain means, or
+    ``(label, method, classes, target)``: the mean must reach ``target`` (``met``); ``kw`` goes to
     :func:`~wsss_lib.core.stats.bootstrap_ci` (``n_resamples``, ``confidence``, ``seed``)."""
     rows = []
     for c in comparisons:
@@ -109,9 +109,12 @@ def summarise(results: dict, comparisons: Sequence[Comparison], methods: Sequenc
         a_value, b_value = r.pop("a"), r.pop("b")  # mean mIoU of each; "a"/"b" stay the method names
         rows.append({**asdict(c), **r, "a_value": a_value, "b_value": b_value, "met": met})
     means = []
-    for label, method, classes in methods:
-        means.append({"label": label, "method": method, "classes": classes,
-                      **mean_ci(stack(results, method), classes, **kw)})
+    for row in methods:
+        label, method, classes = row[:3]
+        target = row[3] if len(row) > 3 else None
+        r = mean_ci(stack(results, method), classes, **kw)
+        means.append({"label": label, "method": method, "classes": classes, **r, "target": target,
+                      "met": None if target is None else bool(r["value"] >= target)})
     seeds = sorted(results)
     return {"seeds": seeds, "n_images": int(stack(results, comparisons[0].a).shape[1]) if comparisons else None,
             "comparisons": rows, "means": means,
@@ -141,10 +144,17 @@ def markdown(summary: dict, title: str) -> str:
                      f"{_pts(r['value'], r['kind'])} | [{_pts(r['low'], r['kind'])}, {_pts(r['high'], r['kind'])}] | "
                      f"{' '.join(_pts(v, r['kind']) for v in r['per_seed'])} | {tgt} | {met} |")
     if summary["means"]:
-        lines += ["", "| method | mean mIoU | 95 % CI | per seed |", "|---|---|---|---|"]
+        targets = any(m.get("target") is not None for m in summary["means"])
+        lines += ["", "| method | mean mIoU | 95 % CI | per seed |" + (" target | met |" if targets else ""),
+                  "|---|---|---|---|" + ("---|---|" if targets else "")]
         for m in summary["means"]:
-            lines.append(f"| {m['label']} | {100 * m['value']:.1f} | [{100 * m['low']:.1f}, {100 * m['high']:.1f}] | "
-                         f"{' '.join(f'{100 * v:.1f}' for v in m['per_seed'])} |")
+            row = (f"| {m['label']} | {100 * m['value']:.1f} | [{100 * m['low']:.1f}, {100 * m['high']:.1f}] | "
+                   f"{' '.join(f'{100 * v:.1f}' for v in m['per_seed'])} |")
+            if targets:
+                tgt = m.get("target")
+                row += ("  |  |" if tgt is None else
+                        f" {100 * tgt:.1f} | {'yes' if m['met'] else '**no**'} |")
+            lines.append(row)
     secs = [v for v in summary["seconds_per_seed"].values() if v]
     if secs:
         lines += ["", f"Wall time per seed: {np.mean(secs) / 60:.1f} min (mean of {len(secs)} seeds run)."]

@@ -5,19 +5,30 @@
   :mod:`wsss_lib.ops.flow`).
 * :func:`compute_regions` — heatmap regions of every training frame (:mod:`wsss_lib.ops.heatmaps`),
   stored as uint8 ``(N, C, H, W)`` (``255`` = weight 1).
-* :func:`compute_fgbg_masks` — paper 1's single fg/bg mask (fused conv activations of the tag
+* :func:`compute_fgbg_masks` — paper 1's single fg/bg mask (fused conv activations of a tag
   classifier, :func:`wsss_lib.ops.masks.extract_masks`, optional dense CRF) for the single-background
-  baseline.
-* :func:`build_video_model` / :func:`train_video_model` — the four models compared in notebook 07
+  baseline. Paper 1's method on street data [summary: conv4 + conv5 of a classifier trained on
+  foreground tags only; ours: that classifier is the streets SmallVGG kept to conv5] needs a
+  classifier whose conv4/conv5 exist: :func:`check_stages` refuses stages truncated to identities.
+* :func:`flow_control` — the motion controls: the same two-stream network fed the encoding of zero
+  motion, or each frame the flow of the same frame index of another clip.
+* :func:`build_video_model` / :func:`train_video_model` — the models compared in notebook 07
   (``kind``):
 
   ``"appearance"``  SegNet on RGB, all C classes, :func:`~wsss_lib.ops.losses.region_loss` with
                     heatmap regions (every tagged class, fg or bg, rewarded over its own region);
   ``"two_stream"``  :class:`~wsss_lib.models.two_stream.TwoStreamNet` (RGB + flow), same loss;
+  ``"two_stream_zero_flow"``, ``"two_stream_shuffled_flow"``  [ours] motion controls: exactly the
+                    two-stream network and loss, trained AND evaluated on :func:`flow_control`'s
+                    flow (zero motion / another clip's flow), so a two-stream gain over them is due
+                    to the motion information, not to the extra capacity of the motion stream;
   ``"single_bg"``   paper 1's approach: SegNet with K_fg + 1 outputs (all background classes
                     collapsed into one), :func:`~wsss_lib.ops.losses.fgbg_prior_loss` with the fused
                     fg/bg mask;
-  ``"full"``        SegNet on RGB trained with pixel labels (cross-entropy): the upper bound.
+  ``"full"``        SegNet on RGB trained with pixel labels (cross-entropy, optionally class-weighted,
+                    :func:`~wsss_lib.ops.losses.median_frequency_weights`): the upper bound.
+
+  :func:`base_kind` maps a kind to the network/loss it shares (the controls -> ``"two_stream"``).
 
 * :func:`evaluate_video` — confusion matrix over all frames with GT -> mIoU, per-class IoU and
   the means over background classes, foreground classes and moving foreground classes.
@@ -58,7 +69,22 @@ from ..ops.heatmaps import class_heatmaps, heatmap_regions, regions_to_label
 from ..ops.losses import cross_entropy, fgbg_prior_loss, region_loss
 from ..ops.masks import choose_threshold, extract_masks, refine_masks
 
-KINDS = ("appearance", "two_stream", "single_bg", "full")
+KINDS = ("appearance", "two_stream", "two_stream_zero_flow", "two_stream_shuffled_flow", "single_bg", "full")
+# motion-control kind -> its flow control (see flow_control)
+FLOW_CONTROLS = {"two_stream_zero_flow": "zero", "two_stream_shuffled_flow": "shuffled"}
+
+
+def base_kind(kind: str) -> str:
+    """The kind whose network and loss ``kind`` uses: a motion control -> ``"two_stream"``, others
+    themselves; an unknown kind raises :class:`~wsss_lib.core.errors.InvalidInputError`."""
+    if kind not in KINDS:
+        raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
+    return "two_stream" if kind in FLOW_CONTROLS else kind
+
+
+def uses_flow(kind: str) -> bool:
+    """Whether ``kind``'s network takes a flow image (two-stream and its controls)."""
+    return base_kind(kind) == "two_stream"
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -127,6 +153,80 @@ def model_logits(model: torch.nn.Module, batch: dict, device) -> torch.Tensor:
     return model(x)
 
 
+def derangement(n: int, seed: int = 0) -> np.ndarray:
+    """A permutation of ``range(n)`` with no fixed point (Sattolo's algorithm: a uniformly random
+    ``n``-cycle), deterministic in ``seed``; ``n >= 2``."""
+    if n < 2:
+        raise InvalidInputError(f"a derangement needs at least 2 elements, got {n}")
+    rng = np.random.default_rng(seed)
+    perm = np.arange(n)
+    for i in range(n - 1, 0, -1):
+        j = int(rng.integers(0, i))  # j < i: Sattolo (j <= i would be Fisher-Yates)
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def flow_control(ds, kind: str, samples: Sequence | None = None, seed: int = 0, max_flow: float | None = None,
+                 normalisation: str = "fixed", subtract: str = "median"):
+    """The flow control of a dataset for video model ``kind`` [ours] (other kinds: ``ds`` unchanged).
+
+    * ``"two_stream_zero_flow"``: every flow image is the encoding of zero motion, computed with
+      :func:`~wsss_lib.ops.flow.encode_flow` and the split's encoding settings (``max_flow``,
+      ``normalisation``, ``subtract``, as :func:`load_video_data`'s), so it is exactly what a static
+      frame would get;
+    * ``"two_stream_shuffled_flow"``: frame t of clip c gets the flow image of frame t of clip
+      ``pi(c)``, ``pi`` a derangement of the split's clips (:func:`derangement`, by ``seed``): real
+      flow statistics, but unrelated to the frame (when ``pi(c)`` is shorter, its nearest frame index).
+      Needs ``samples`` (their ``clip`` and ``frame``, in the rows' order) and >= 2 clips.
+
+    Returns a view of ``ds`` with ``extra["flow"]`` replaced and ``extra["flow_source"]`` int64 ``(N,)``:
+    the row whose flow each frame got (-1 = zero motion); :func:`train_video_model` requires it for
+    the control kinds. ``ds`` must carry flow (:func:`load_video_data` with a flow cache).
+    """
+    control = FLOW_CONTROLS.get(kind) if base_kind(kind) == "two_stream" else None
+    if control is None:
+        return ds
+    if "flow" not in ds.extra:
+        raise InvalidInputError(f"{kind}: the dataset has no flow to control (load_video_data with a flow cache)")
+    flow = ds.extra["flow"]
+    n = len(ds)
+    if control == "zero":
+        zero = encode_flow(torch.zeros(1, 2, *flow.shape[-2:]), max_flow=max_flow, normalisation=normalisation,
+                           subtract=subtract)
+        enc = to_uint8(zero[0]) if flow.dtype == torch.uint8 else zero[0].to(flow.dtype)
+        return ds.with_extra(flow=enc.expand(n, *enc.shape).clone(),
+                             flow_source=torch.full((n,), -1, dtype=torch.long))
+    if samples is None or len(samples) != n:
+        raise InvalidInputError(f"{kind} needs the split's samples (clip, frame of each of the {n} rows)")
+    clips = list(dict.fromkeys(s.clip for s in samples))
+    if len(clips) < 2:
+        raise InvalidInputError(f"{kind} needs at least 2 clips, got {len(clips)}")
+    perm = derangement(len(clips), seed)
+    rows: dict[str, dict[int, int]] = {c: {} for c in clips}
+    for i, s in enumerate(samples):
+        rows[s.clip][int(s.frame)] = i
+    src = np.empty(n, dtype=np.int64)
+    for i, s in enumerate(samples):
+        other = rows[clips[perm[clips.index(s.clip)]]]
+        t = int(s.frame) if int(s.frame) in other else min(other, key=lambda f: (abs(f - int(s.frame)), f))
+        src[i] = other[t]
+    src_t = torch.from_numpy(src)
+    return ds.with_extra(flow=flow[src_t].clone(), flow_source=src_t)
+
+
+def check_flow_control(ds, kind: str) -> None:
+    """Raise unless ``ds`` carries ``kind``'s flow control (:func:`flow_control`); no-op for other kinds."""
+    control = FLOW_CONTROLS.get(kind)
+    if control is None:
+        return
+    src = ds.extra.get("flow_source")
+    ok = src is not None and (bool((src == -1).all()) if control == "zero" else
+                              bool((src >= 0).all()) and not bool((src == torch.arange(len(src))).any()))
+    if not ok:
+        raise InvalidInputError(f"kind={kind!r} trains and is evaluated on its flow control: pass "
+                                f"flow_control(ds, {kind!r}, samples, seed) instead of the real flow")
+
+
 # ------------------------------------------------------------------------------------------ supervision
 @torch.no_grad()
 def compute_regions(classifier: torch.nn.Module, ds, layer: str = "score", normalisation: str = "minmax",
@@ -162,8 +262,10 @@ def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = 
     ``threshold`` or, when ``val_ds`` is given, the one with the best fg/bg mask IoU on it (all
     classes not in ``background`` are foreground); ``crf`` (``CRFParams``/dict/True) refines the
     masks with a dense CRF (:func:`wsss_lib.ops.masks.refine_masks`). Returns ``{"masks": float16
-    (N, H, W) in {0, 1}, "threshold": t, "maps": float (N, H, W)}``.
+    (N, H, W) in {0, 1}, "threshold": t, "maps": float (N, H, W)}``. ``layers`` must be real stages of
+    the classifier (:func:`check_stages`).
     """
+    check_stages(classifier, layers)
     device = torch.device(device) if device is not None else next(classifier.parameters()).device
     maps = extract_masks(classifier, ds.images.float().div(255.0), layers=tuple(layers), device=device,
                          progress=progress)["fused"]
@@ -183,6 +285,21 @@ def compute_fgbg_masks(classifier: torch.nn.Module, ds, layers: Sequence[str] = 
     else:
         masks = maps >= threshold
     return {"masks": masks.to(torch.float16), "threshold": float(threshold), "maps": maps}
+
+
+def check_stages(classifier: torch.nn.Module, layers: Sequence[str]) -> None:
+    """Raise unless every stage in ``layers`` is a real layer of ``classifier``'s backbone: a
+    classifier built with ``last_stage="conv3"`` (:func:`~wsss_lib.models.build_heatmap_classifier`)
+    replaces conv4/conv5 by identities, so "conv4 + conv5" would silently be conv3 twice."""
+    stages = getattr(getattr(classifier, "backbone", None), "stages", None)
+    if stages is None:
+        return
+    fake = [n for n in layers if n in stages and isinstance(stages[n], torch.nn.Identity)]
+    if fake:
+        real = [n for n in stages if not isinstance(stages[n], torch.nn.Identity)]
+        raise InvalidInputError(f"the classifier's stage(s) {fake} are identities (it stops at {real[-1]}): the fg/bg "
+                                "mask of those layers is an earlier stage's; use a classifier that has them "
+                                "(paper 2's single-bg baseline: get_fg_classifier)")
 
 
 def fg_binary_labels(labels: torch.Tensor, background: Sequence[int], ignore_index: int = 255) -> torch.Tensor:
@@ -223,8 +340,7 @@ def model_config(cfg: dict | None = None, **overrides) -> dict:
 
 def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
     """The network for ``kind`` (see module docstring); ``model_cfg``: architecture keys, see :func:`model_config`."""
-    if kind not in KINDS:
-        raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
+    kind = base_kind(kind)
     cfg = model_config(**model_cfg)
     bb_kw = {"widths": cfg["widths"], "depths": cfg["depths"]} if cfg["backbone"] == "small_vgg" else {}
     bb_kw["output_stride"] = cfg["output_stride"]
@@ -240,22 +356,23 @@ def build_video_model(kind: str, info, **model_cfg) -> torch.nn.Module:
 
 
 def video_loss_step(kind: str, fg_classes: Sequence[int] = (), pooling: str = "mean", absent_pooling: str = "max",
-                    augment: bool = True):
+                    augment: bool = True, class_weights: torch.Tensor | None = None):
     """``loss_step(model, batch, device)`` for :func:`wsss_lib.engine.train.fit` (see module docstring).
 
-    The batch carries ``regions`` uint8 (appearance / two_stream), ``fg_mask`` (single_bg),
-    ``flow`` (two_stream); ``pooling``/``absent_pooling`` go to the region loss.
+    The batch carries ``regions`` uint8 (appearance / two_stream and its controls), ``fg_mask``
+    (single_bg), ``flow`` (two_stream and its controls); ``pooling``/``absent_pooling`` go to the
+    region loss; ``class_weights`` ``(C,)`` weigh the cross-entropy of ``"full"`` (None = plain).
     """
-    if kind not in KINDS:
-        raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
+    kind = base_kind(kind)
     fg = torch.as_tensor(list(fg_classes), dtype=torch.long)
+    cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
 
     def step(model, batch, device):
         if augment:
             batch = hflip_video_batch(batch)
         logits = model_logits(model, batch, device)
         if kind == "full":
-            return cross_entropy(logits, batch["label"].to(device))
+            return cross_entropy(logits, batch["label"].to(device), weight=None if cw is None else cw.to(device))
         tags = batch["tags"].to(device).float()
         if kind == "single_bg":
             return fgbg_prior_loss(logits, tags[:, fg.to(device)], batch["fg_mask"].to(device).float(), pooling,
@@ -270,29 +387,33 @@ def video_loss_step(kind: str, fg_classes: Sequence[int] = (), pooling: str = "m
 def train_video_model(kind: str, model: torch.nn.Module, train_ds, info, *, regions: torch.Tensor | None = None,
                       fg_masks: torch.Tensor | None = None, steps: int = 300, batch_size: int = 16, lr: float = 2e-3,
                       optimizer: str = "adamw", weight_decay: float = 1e-4, pooling: str = "mean",
-                      absent_pooling: str = "max", augment: bool = True, **fit_kw) -> dict:
+                      absent_pooling: str = "max", augment: bool = True, class_weights: torch.Tensor | None = None,
+                      **fit_kw) -> dict:
     """Train one video model with :func:`wsss_lib.engine.train.fit`; returns its history.
 
-    ``regions`` uint8 ``(N, C, H, W)`` (:func:`compute_regions`) for appearance / two_stream;
-    ``fg_masks`` ``(N, H, W)`` in [0, 1] (:func:`compute_fgbg_masks`) for single_bg.
+    ``regions`` uint8 ``(N, C, H, W)`` (:func:`compute_regions`) for appearance / two_stream (and its
+    controls, whose ``train_ds`` must carry their :func:`flow_control`); ``fg_masks`` ``(N, H, W)``
+    in [0, 1] (:func:`compute_fgbg_masks`) for single_bg; ``class_weights`` ``(C,)`` for full
+    (:func:`~wsss_lib.ops.losses.median_frequency_weights`; None = plain cross-entropy).
     ``fit_kw``: device, seed, checkpoint_path, resume, amp, config, progress, ...
     """
-    if kind not in KINDS:
-        raise InvalidInputError(f"unknown video model kind {kind!r}; use one of {KINDS}")
+    base = base_kind(kind)
     extra = {}
-    if kind in ("appearance", "two_stream"):
+    if base in ("appearance", "two_stream"):
         if regions is None or regions.shape[0] != len(train_ds):
             raise InvalidInputError(f"kind={kind!r} needs regions (N={len(train_ds)}, C, H, W) from compute_regions")
         extra["regions"] = regions
-    if kind == "single_bg":
+    if base == "single_bg":
         if fg_masks is None or fg_masks.shape[0] != len(train_ds):
             raise InvalidInputError(f"kind='single_bg' needs fg_masks (N={len(train_ds)}, H, W) from compute_fgbg_masks")
         extra["fg_mask"] = fg_masks
-    if kind == "two_stream" and "flow" not in train_ds.extra:
-        raise InvalidInputError("kind='two_stream' needs flow: load the data with a flow cache (load_video_data)")
+    if base == "two_stream" and "flow" not in train_ds.extra:
+        raise InvalidInputError(f"kind={kind!r} needs flow: load the data with a flow cache (load_video_data)")
+    check_flow_control(train_ds, kind)
     ds = train_ds.with_extra(**extra) if extra else train_ds
     fit_kw.setdefault("desc", f"video[{kind}]")
-    step = video_loss_step(kind, info.foreground, pooling, absent_pooling, augment)
+    step = video_loss_step(kind, info.foreground, pooling, absent_pooling, augment,
+                           class_weights if base == "full" else None)
     return fit(model, ds, step, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
                weight_decay=weight_decay, **fit_kw)
 
@@ -346,14 +467,21 @@ def evaluate_video(model: torch.nn.Module, ds, info, device=None, batch_size: in
     pred = predict_video(model, ds, device, batch_size, amp, label_map)
     res = evaluate_predictions(pred, ds.labels, info)
     if oracle_bg:
-        if label_map is None:
-            raise InvalidInputError("oracle_bg needs the label_map of a single-background model")
-        lab = ds.labels.long()
-        bgset = torch.zeros(max(info.num_classes, 256), dtype=torch.bool)
-        bgset[list(info.background)] = True
-        fix = (pred == label_map[0]) & bgset[lab.clamp(0, 255)] & (lab != info.ignore_index)
-        res["oracle_bg"] = evaluate_predictions(torch.where(fix, lab, pred), ds.labels, info)
+        res["oracle_bg"] = evaluate_predictions(oracle_bg_prediction(pred, ds.labels, info, label_map), ds.labels, info)
     return res
+
+
+def oracle_bg_prediction(pred: torch.Tensor, labels: torch.Tensor, info, label_map: torch.Tensor) -> torch.Tensor:
+    """A single-background model's label maps ``pred`` (dataset classes, via ``label_map``) with every
+    pixel predicted as its background label (``label_map[0]``) that is truly background given its
+    true background class: the ceiling of any way of naming a single background label."""
+    if label_map is None:
+        raise InvalidInputError("oracle_bg needs the label_map of a single-background model")
+    lab = labels.long()
+    bgset = torch.zeros(max(info.num_classes, 256), dtype=torch.bool)
+    bgset[list(info.background)] = True
+    fix = (pred == label_map[0]) & bgset[lab.clamp(0, 255)] & (lab != info.ignore_index)
+    return torch.where(fix, lab, pred)
 
 
 def pseudo_label_scores(regions: torch.Tensor, labels: torch.Tensor, info) -> dict:

@@ -1,0 +1,121 @@
+"""``wsss study paper2``: VAL steps choice, every kind incl. the motion controls and the oracle ceiling,
+the issue's comparisons, resumability; the single-bg baseline's own foreground classifier."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from wsss_lib.cli import main
+from wsss_lib.core.config import PRESETS
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.papers import paper2 as P
+from wsss_lib.papers import study_paper2 as S
+from wsss_lib.papers.common import make_context
+from wsss_lib.papers.video import FLOW_CONTROLS, KINDS
+
+SMALL = {"widths": [4, 8, 8, 8, 8], "depths": [1, 1, 1, 1, 1]}
+TINY = {
+    "toy_streets": {"n_train": 4, "n_val": 2, "n_test": 2, "frames": 3, "height": 48, "width": 64},
+    "streets_classifier": {**SMALL, "hidden": 8, "steps": 3, "batch_size": 4},
+    "video_seg": {**SMALL, "head_width": 8, "head_dilation": 1, "motion_widths": [4, 4, 4, 4, 4], "steps": 3,
+                  "batch_size": 4, "clips": {}, "kind_steps": {}},
+    "flow": {"method": "dis"},
+    "crf": {"workers": 1},
+}
+
+
+@pytest.fixture()
+def tiny(monkeypatch, tmp_path):
+    for section, values in TINY.items():
+        for k, v in values.items():
+            monkeypatch.setitem(PRESETS[section]["default"], k, v)
+            monkeypatch.setitem(PRESETS[section]["quick"], k, v)
+    monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
+    return tmp_path
+
+
+def test_comparisons_use_the_datasets_class_groups():
+    rows = {c.name: c for c in S.COMPARISONS}
+    from wsss_lib.data.toy_streets import toy_streets_info
+
+    info = toy_streets_info()
+    motion = rows["two-stream - appearance, moving classes"]
+    assert motion.classes == tuple(info.moving) and motion.target == 0.05 and motion.need_ci_above == 0.0
+    assert rows["two-stream - shuffled flow, moving classes"].target == 0.03
+    assert rows["two-stream - zero flow, moving classes"].target is None
+    assert rows["weak two-stream / full, all classes"].kind == "ratio"
+    assert rows["heatmaps (appearance) - single bg, background classes"].classes == tuple(info.background)
+    assert rows["single-bg oracle ceiling - single bg, background classes"].a == "video/single_bg_oracle"
+    full_fg = [m for m in S.paper2_means(info) if m[0] == "full, foreground classes"]
+    assert full_fg == [("full, foreground classes", "video/full", tuple(info.foreground), 0.5)]
+
+
+def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
+    out = tiny / "study"
+    data = tiny / "data"
+    argv = ["study", "paper2", "--seeds", "2", "--out", str(out), "--data-root", str(data), "--device", "cpu",
+            "--quick", "--choose", "--resamples", "200", "--no-progress"]
+    assert main(argv) == 0
+    ch = json.loads((out / "seed_0" / "choices.json").read_text())
+    assert set(ch["steps"]["chosen"]) == set(S.CHOOSE_KINDS)
+    assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
+    assert len(ch["steps"]["grid"]) == 2 * len(S.CHOOSE_KINDS) and ch["full_loss"] == "balanced"
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["n_images"] == 6  # 2 test clips x 3 frames
+    names = {r["name"] for r in summary["comparisons"]}
+    assert {c.name for c in S.COMPARISONS} == names
+    for r in summary["comparisons"]:
+        assert r["low"] <= r["value"] + 1e-9 and r["value"] <= r["high"] + 1e-9, r
+        assert len(r["per_seed"]) == 2
+    means = {m["label"]: m for m in summary["means"]}
+    assert means["full, foreground classes"]["target"] == 0.5 and means["full, foreground classes"]["met"] in (True,
+                                                                                                               False)
+    assert {"single_bg oracle ceiling", *KINDS} <= set(means)
+    md = (out / "study.md").read_text()
+    assert "two-stream - shuffled flow, moving classes" in md and "95 %" in md and "full, foreground classes" in md
+    scores = torch.load(out / "seed_0" / "scores.pt", weights_only=False)
+    assert set(scores["conf"]) == {f"video/{k}" for k in KINDS} | {"video/single_bg_oracle"}
+    assert all(tuple(v.shape) == (6, 8, 8) for v in scores["conf"].values())
+    meta = scores["meta"]
+    assert meta["fg_classifier"]["last_stage"] == "conv5" and meta["full_class_weights"][0] > 0
+    assert all(meta["kinds"][k]["steps"] == 3 for k in KINDS)  # preset steps (kind_steps empty)
+    # the single-bg model was trained from paper 1's foreground classifier, in its own checkpoint
+    ck = out / "seed_0" / "checkpoints"
+    assert (ck / "streets_fg_classifier.pt").is_file()
+    st = torch.load(ck / "video_single_bg.pt", weights_only=False)
+    assert st["config"]["supervision"]["classifier"] == "streets_fg_classifier"
+    assert "full_loss" not in st["config"]["video_seg"]
+    assert torch.load(ck / "video_full.pt", weights_only=False)["config"]["video_seg"]["full_loss"] == "balanced"
+    # a finished seed is read back, never recomputed
+    stamp = (out / "seed_1" / "scores.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([a for a in argv if a != "--choose"]) == 0
+    assert (out / "seed_1" / "scores.pt").stat().st_mtime_ns == stamp
+    assert "study: seed" not in capsys.readouterr().out
+    assert json.loads((out / "study.json").read_text())["comparisons"] == summary["comparisons"]
+
+    # the trained checkpoints reload (evaluate-video path), the controls on their own flow control
+    ctx = make_context(data, out / "seed_0", "cpu", True, 0, "toy_streets")
+    streets = P.load_streets(ctx, progress=False)
+    models = P.load_video_checkpoints(ctx, streets)
+    assert set(models) == set(KINDS)
+    for kind in FLOW_CONTROLS:
+        res = P.evaluate_model(ctx, kind, models[kind][0], streets, split="test")
+        assert 0 <= res["miou"] <= 1
+    # the all-class heatmap classifier stops at conv3: refused as the source of conv4 + conv5 masks
+    clf, _ = P.get_classifier(ctx, streets, progress=False)
+    with pytest.raises(InvalidInputError, match="identities"):
+        P.get_fgbg_masks(ctx, clf, streets, progress=False)
+    fg_clf, fg_info = P.get_fg_classifier(ctx, streets, progress=False)
+    assert fg_clf.num_classes == len(streets["info"].foreground) and fg_info["last_stage"] == "conv5"
+    assert not isinstance(fg_clf.backbone.stages["conv5"], torch.nn.Identity)
+
+
+def test_kind_steps_resolution():
+    cfg = {"steps": 10, "kind_steps": {"two_stream": 20, "full": 30}}
+    assert P.kind_steps(cfg, "full") == 30 and P.kind_steps(cfg, "appearance") == 10
+    assert P.kind_steps(cfg, "two_stream_zero_flow") == 20 == P.kind_steps(cfg, "two_stream_shuffled_flow")
+    assert P.kind_steps(cfg, "full", {"steps": 5}) == 5

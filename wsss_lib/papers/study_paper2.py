@@ -1,0 +1,200 @@
+"""Paper 2's seed study and its VAL choices (``wsss study paper2``).
+
+Per seed (its own run folder, every step cached by :mod:`~wsss_lib.papers.paper2`), on TEST, the
+per-image confusion matrices ``(N, C, C)`` of every compared video model (dataset classes):
+
+* ``video/<kind>`` for every kind of :data:`STUDY_KINDS`: ``appearance`` (heatmap supervision, RGB),
+  ``two_stream`` (+ optical flow), its motion controls ``two_stream_zero_flow`` /
+  ``two_stream_shuffled_flow`` (the same network fed zero motion / another clip's flow, in training
+  and evaluation: :func:`~wsss_lib.papers.video.flow_control`), ``single_bg`` (paper 1's single
+  fg/bg mask from a foreground-tag classifier's conv4 + conv5; its background label named by the
+  most frequent training background class, :func:`~wsss_lib.papers.video.single_bg_label_map`) and
+  ``full`` (pixel labels: the upper bound);
+* ``video/single_bg_oracle``: single_bg's prediction with its background pixels given their true
+  background class (:func:`~wsss_lib.papers.video.oracle_bg_prediction`): the ceiling of any way of
+  naming a single background label, reported beside the heatmap gain.
+
+:data:`COMPARISONS` holds the issue's targets (classes: ToyStreets' moving / background /
+foreground indices; :func:`paper2_comparisons` builds them for any dataset). The "full foreground
+mIoU >= 0.5" target is a mean row with a target (:func:`paper2_means`), not a comparison.
+
+:func:`choose_paper2` chooses each kind's training steps on VAL (seed 0) and writes
+``<out>/choices.json``; the ``video_seg`` preset's ``kind_steps`` holds the chosen values.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Sequence
+
+from ..core.config import preset
+from ..core.errors import InvalidInputError
+from ..core.io import atomic_write_bytes, to_jsonable
+from ..core.metrics import per_image_confusion
+from ..data.toy_streets import toy_streets_info
+from . import paper2 as P
+from .common import make_context
+from .study import Comparison, run_seeds, summarise, write_study
+from .video import KINDS, base_kind, evaluate_predictions, oracle_bg_prediction, predict_video
+
+# every compared kind; the motion controls and the oracle ceiling exist for the study's claims
+STUDY_KINDS = KINDS
+# kinds whose steps are chosen on VAL (the controls train exactly like two_stream)
+CHOOSE_KINDS = ("appearance", "two_stream", "single_bg", "full")
+STEPS_GRID = (300, 600, 1200)
+
+
+def paper2_comparisons(info) -> list[Comparison]:
+    """The issue's comparisons for a dataset's label space ``info`` (``moving``, ``background``,
+    ``foreground``: class indices). Differences in mIoU points over the named classes."""
+    mov, bg = tuple(info.moving), tuple(info.background)
+    return [
+        Comparison("two-stream - appearance, moving classes", "video/two_stream", "video/appearance", classes=mov,
+                   target=0.05, need_ci_above=0.0),
+        Comparison("two-stream - shuffled flow, moving classes", "video/two_stream", "video/two_stream_shuffled_flow",
+                   classes=mov, target=0.03, need_ci_above=0.0),
+        Comparison("two-stream - zero flow, moving classes", "video/two_stream", "video/two_stream_zero_flow",
+                   classes=mov),
+        Comparison("zero flow - appearance, moving classes (capacity alone)", "video/two_stream_zero_flow",
+                   "video/appearance", classes=mov),
+        Comparison("two-stream - appearance, all classes", "video/two_stream", "video/appearance"),
+        Comparison("weak two-stream / full, all classes", "video/two_stream", "video/full", kind="ratio", target=0.60),
+        Comparison("heatmaps (appearance) - single bg, background classes", "video/appearance", "video/single_bg",
+                   classes=bg, target=0.10),
+        Comparison("single-bg oracle ceiling - single bg, background classes", "video/single_bg_oracle",
+                   "video/single_bg", classes=bg),
+        Comparison("heatmaps (appearance) - single-bg oracle ceiling, background classes", "video/appearance",
+                   "video/single_bg_oracle", classes=bg),
+    ]
+
+
+COMPARISONS = paper2_comparisons(toy_streets_info())
+
+
+def paper2_means(info, kinds: Sequence[str] = STUDY_KINDS) -> list[tuple]:
+    """Mean rows ``(label, method, classes[, target])``: every kind over all classes, the moving classes
+    of the RGB/two-stream kinds, the background classes of the bg comparison, and the target row
+    "full, foreground classes" >= 0.5."""
+    mov, bg, fg = tuple(info.moving), tuple(info.background), tuple(info.foreground)
+    rows = [(k, f"video/{k}", None) for k in kinds]
+    if "single_bg" in kinds:
+        rows.append(("single_bg oracle ceiling", "video/single_bg_oracle", None))
+    rows += [(f"{k}, moving classes", f"video/{k}", mov) for k in kinds if base_kind(k) in ("appearance", "two_stream")]
+    rows += [(f"{k}, background classes", f"video/{k}", bg) for k in kinds if k in ("appearance", "single_bg", "full")]
+    if "single_bg" in kinds:
+        rows.append(("single_bg oracle ceiling, background classes", "video/single_bg_oracle", bg))
+    if "full" in kinds:
+        rows.append(("full, foreground classes", "video/full", fg, 0.5))
+    return rows
+
+
+def _method_kind(method: str) -> str:
+    name = method.split("/", 1)[1]
+    return name[: -len("_oracle")] if name.endswith("_oracle") else name
+
+
+def _label_space(info) -> dict:
+    return {"classes": list(info.classes), "background": list(info.background),
+            "foreground": list(info.foreground), "moving": list(info.moving)}
+
+
+def run_paper2_seed(ctx, kinds: Sequence[str] = STUDY_KINDS, progress: bool = False) -> dict:
+    """Score every compared video model of paper 2 for the seed of ``ctx`` on TEST (choices on VAL).
+
+    Returns ``{"conf": {"video/<kind>": (N, C, C), "video/single_bg_oracle": (N, C, C)}, "meta": {...}}``
+    (``meta``: the label space, the classifiers' tag mAP, the supervision's quality, and per kind its
+    steps, training time and test mIoU / bg / fg / moving)."""
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise InvalidInputError(f"unknown video model kind(s) {bad}; use {', '.join(KINDS)}")
+    streets = P.load_streets(ctx, progress=progress)
+    exp = P.run_video_experiment(ctx, kinds, progress=progress, streets=streets, evaluate=False)
+    info = streets["info"]
+    labels = streets["data"]["test"].labels.long()
+    C = info.num_classes
+    cfg = preset("video_seg", ctx.quick)
+    meta = {"label_space": _label_space(info), "n_test": int(labels.shape[0]),
+            "classifier": {k: exp["classifier_info"][k] for k in ("map", "acc")}, "kinds": {},
+            "full_loss": cfg["full_loss"]}
+    if "regions" in exp:
+        meta["regions"] = {k: exp["regions"]["scores"][k] for k in ("miou", "bg_miou", "fg_miou", "coverage")}
+    if "fgbg" in exp:
+        meta["fg_classifier"] = {k: exp["fg_classifier_info"][k] for k in ("map", "acc", "last_stage")}
+        meta["fgbg"] = {"threshold": exp["fgbg"]["threshold"], "mask_iou": exp["fgbg"]["mask_scores"]["iou"],
+                        "label_map": exp["fgbg"]["label_map"].tolist()}
+    if "full" in kinds:
+        w = P.full_class_weights(cfg, streets)
+        meta["full_class_weights"] = None if w is None else [float(v) for v in w]
+    conf = {}
+    for kind, model in exp["models"].items():
+        ds = P.split_data(ctx, streets, "test", kind)
+        lm = exp["fgbg"]["label_map"] if kind == "single_bg" else None
+        pred = predict_video(model, ds, device=ctx.device, label_map=lm)
+        conf[f"video/{kind}"] = per_image_confusion(labels, pred, C, info.ignore_index)
+        if kind == "single_bg":
+            conf["video/single_bg_oracle"] = per_image_confusion(labels, oracle_bg_prediction(pred, labels, info, lm),
+                                                                 C, info.ignore_index)
+        ev = evaluate_predictions(pred, labels, info)
+        meta["kinds"][kind] = {**exp["histories"][kind],
+                               **{k: ev[k] for k in ("miou", "bg_miou", "fg_miou", "moving_miou")}}
+    return {"conf": conf, "meta": meta}
+
+
+def paper2_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = False, device="auto", data_root=None,
+                 dataset: str = "toy_streets", kinds: Sequence[str] = STUDY_KINDS, progress: bool = True,
+                 n_resamples: int = 2000) -> dict:
+    """Run :func:`run_paper2_seed` for every seed (resumable) and write ``<out>/study.{json,md}``."""
+    t0 = time.time()
+
+    def one(seed: int, folder: Path) -> dict:
+        ctx = make_context(data_root, folder, device, quick, seed, dataset, name="study")
+        return run_paper2_seed(ctx, kinds, progress=progress)
+
+    results = run_seeds(out, seeds, one, progress=progress)
+    space = SimpleNamespace(**results[min(results)]["meta"]["label_space"])
+    have = set(kinds)
+    comps = [c for c in paper2_comparisons(space) if all(_method_kind(m) in have for m in (c.a, c.b))]
+    summary = summarise(results, comps, paper2_means(space, kinds), n_resamples=n_resamples)
+    summary["wall_seconds"] = time.time() - t0
+    summary["quick"] = bool(quick)
+    summary["label_space"] = results[min(results)]["meta"]["label_space"]
+    write_study(out, summary, "Paper 2 on " + dataset + (" (quick sizes)" if quick else ""))
+    return summary
+
+
+# ----------------------------------------------------------------------------- choices on VAL
+
+def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence[int] | None = None,
+                  tolerance: float = 0.005, progress: bool = True) -> dict:
+    """The VAL choices of paper 2 (seed of ``ctx``), written to ``<out>/choices.json``: per kind, the
+    fewest steps of ``steps_grid`` (each a full poly schedule, checkpoint ``video_<kind>_steps<n>``)
+    whose VAL mIoU is within ``tolerance`` of the best -- where VAL mIoU stops improving. The motion
+    controls are not chosen: they train like ``two_stream`` (:func:`~wsss_lib.papers.paper2.kind_steps`).
+    """
+    steps_grid = STEPS_GRID if steps_grid is None else steps_grid
+    streets = P.load_streets(ctx, progress=progress)
+    sup = P.video_supervision(ctx, kinds, streets, progress=progress)
+    rows, chosen = [], {}
+    for kind in kinds:
+        curve = {}
+        lm = sup["fgbg"]["label_map"] if kind == "single_bg" else None
+        for n in steps_grid:
+            model, hist = P.train_kind(ctx, kind, streets, sup, progress=progress, tag=f"video_{kind}_steps{int(n)}",
+                                       steps=int(n))
+            ev = P.evaluate_model(ctx, kind, model, streets, split="val", label_map=lm)
+            curve[int(n)] = ev["miou"]
+            rows.append({"kind": kind, "steps": int(n), "val_miou": ev["miou"], "val_bg_miou": ev["bg_miou"],
+                         "val_fg_miou": ev["fg_miou"], "val_moving_miou": ev["moving_miou"],
+                         "seconds": hist["seconds"]})
+            del model
+        top = max(curve.values())
+        chosen[kind] = min(n for n, v in curve.items() if v >= top - tolerance)
+    cfg = preset("video_seg", ctx.quick)
+    out = {"seed": ctx.seed, "quick": ctx.quick, "full_loss": cfg["full_loss"],
+           "steps": {"grid": rows, "chosen": chosen, "tolerance": tolerance},
+           "presets_agree": {"steps": {k: v for k, v in cfg["kind_steps"].items() if k in chosen} == chosen}}
+    atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
+    return out
