@@ -31,6 +31,8 @@ def test_notebook_is_output_free_with_parameters_cell(nb):
     for key in ("quick", "seed", "device", "dataset", "data_root", "output_dir"):
         assert re.search(rf"^{key}\s*=", src, re.M), f"{nb.name}: parameters cell lacks {key}"
     assert code.index(params[0]) == 0, f"{nb.name}: the parameters cell must be the first code cell"
+    ids = [c.get("id") for c in data["cells"]]
+    assert all(ids) and len(set(ids)) == len(ids), f"{nb.name}: every cell needs a unique id (nbformat 4.5)"
 
 
 def _norm(req: str) -> str:
