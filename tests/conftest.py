@@ -20,6 +20,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture()
+def patch_presets(monkeypatch):
+    """``patch_presets({section: {key: value}})``: set preset values in both modes for one test."""
+    from wsss_lib.core.config import PRESETS
+
+    def apply(sections: dict) -> None:
+        for section, values in sections.items():
+            for k, v in values.items():
+                monkeypatch.setitem(PRESETS[section]["default"], k, v)
+                monkeypatch.setitem(PRESETS[section]["quick"], k, v)
+
+    return apply
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

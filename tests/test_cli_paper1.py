@@ -7,7 +7,6 @@ import json
 import pytest
 
 from wsss_lib.cli import main
-from wsss_lib.core.config import PRESETS
 
 TINY = {
     "toy_objects": {"n_train": 24, "n_val": 12, "n_test": 12},
@@ -18,11 +17,8 @@ TINY = {
 
 
 @pytest.fixture()
-def tiny(monkeypatch, tmp_path):
-    for section, values in TINY.items():
-        for k, v in values.items():
-            monkeypatch.setitem(PRESETS[section]["default"], k, v)
-            monkeypatch.setitem(PRESETS[section]["quick"], k, v)
+def tiny(tmp_path, patch_presets):
+    patch_presets(TINY)
     return ["--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--device", "cpu", "--quick",
             "--no-progress"], tmp_path / "out"
 

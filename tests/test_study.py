@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from wsss_lib.cli import main
-from wsss_lib.core.config import PRESETS
 from wsss_lib.papers import study_paper1 as S
 from wsss_lib.papers.common import make_context
 from wsss_lib.papers.study import Comparison, markdown, run_seeds, summarise
@@ -22,11 +21,8 @@ TINY = {
 
 
 @pytest.fixture()
-def tiny(monkeypatch, tmp_path):
-    for section, values in TINY.items():
-        for k, v in values.items():
-            monkeypatch.setitem(PRESETS[section]["default"], k, v)
-            monkeypatch.setitem(PRESETS[section]["quick"], k, v)
+def tiny(monkeypatch, tmp_path, patch_presets):
+    patch_presets(TINY)
     monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
     monkeypatch.setattr(S, "CRF_GRID", S.CRF_GRID[:2])
     monkeypatch.setattr(S, "SWEEP", [("crf", 0.5, 0.2), ("raw", 0.5, 0.0)])

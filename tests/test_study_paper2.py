@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from wsss_lib.cli import main
-from wsss_lib.core.config import PRESETS
 from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.papers import paper2 as P
 from wsss_lib.papers import study_paper2 as S
@@ -28,11 +27,8 @@ TINY = {
 
 
 @pytest.fixture()
-def tiny(monkeypatch, tmp_path):
-    for section, values in TINY.items():
-        for k, v in values.items():
-            monkeypatch.setitem(PRESETS[section]["default"], k, v)
-            monkeypatch.setitem(PRESETS[section]["quick"], k, v)
+def tiny(monkeypatch, tmp_path, patch_presets):
+    patch_presets(TINY)
     monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
     return tmp_path
 

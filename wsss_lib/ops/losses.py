@@ -168,6 +168,17 @@ def region_loss(seg_logits: torch.Tensor, regions: torch.Tensor, present: torch.
     return loss.mean()
 
 
+def loss_weight(value, name: str) -> float:
+    """``value`` as a finite float >= 0 (a loss term's weight), else :class:`InvalidInputError` naming ``name``."""
+    try:
+        w = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not math.isfinite(w) or w < 0:
+        raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return w
+
+
 def fgbg_regions(fg_tags: torch.Tensor, fg_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Paper 1 regions: ``fg_tags`` (B, K) {0,1}, ``fg_mask`` (B, H, W) in [0, 1] ->
     (regions ``(B, K+1, H, W)``: class 0 = ``1 - mask``, class k = ``mask``; present ``(B, K+1)``
@@ -260,12 +271,7 @@ def fgbg_prior_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, fg_mask: to
     if fg_tags.shape[1] != seg_logits.shape[1] - 1:
         raise InvalidInputError(f"fg_tags must have K = {seg_logits.shape[1] - 1} columns (seg_logits has K+1 "
                                 f"classes), got {tuple(fg_tags.shape)}")
-    try:
-        weight = float(present_term)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"present_term must be a number >= 0, got {present_term!r}") from None
-    if not math.isfinite(weight) or weight < 0:
-        raise InvalidInputError(f"present_term must be a finite number >= 0, got {present_term!r}")
+    weight = loss_weight(present_term, "present_term")
     regions, present = fgbg_regions(fg_tags, fg_mask)
     loss = region_loss(seg_logits, regions.to(seg_logits.device), present.to(seg_logits.device), pooling,
                        absent_pooling, separate=(0,), lse_r=lse_r, reduction="none")

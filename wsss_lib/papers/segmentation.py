@@ -8,7 +8,6 @@ the CRF-refined fg/bg masks (``accepted`` per image for check-mask); ``"tags"``:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 from ..core.errors import InvalidInputError
 from ..engine.train import LossStep, fit, hflip_batch, preload
-from ..ops.losses import cross_entropy, fgbg_prior_loss, tags_only_loss
+from ..ops.losses import cross_entropy, fgbg_prior_loss, loss_weight, tags_only_loss
 
 
 SEG_MODES = ("prior", "tags", "full")
@@ -32,12 +31,7 @@ def segmentation_loss_step(mode: str, fg_classes: Sequence[int], pooling: str = 
     (pooled with ``tag_pooling``; added to accepted images only, see there); 0 = off."""
     if rejected not in ("tags", "ignore"):
         raise InvalidInputError(f"rejected must be 'tags' or 'ignore', got {rejected!r}")
-    try:
-        present_term = float(present_term)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"present_term must be a number >= 0, got {present_term!r}") from None
-    if not math.isfinite(present_term) or present_term < 0:
-        raise InvalidInputError(f"present_term must be a finite number >= 0, got {present_term!r}")
+    present_term = loss_weight(present_term, "present_term")
 
     if mode not in SEG_MODES:
         raise InvalidInputError(f"mode must be one of {SEG_MODES}, got {mode!r}")

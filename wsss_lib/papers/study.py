@@ -28,6 +28,7 @@ from ..core.errors import CheckpointError, InvalidInputError
 from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.results import default_output_dir
 from ..core.stats import mean_ci, paired_difference
+from .common import make_context
 
 
 def default_study_dir(paper: str, quick: bool = False) -> Path:
@@ -86,6 +87,25 @@ def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], 
             save_checkpoint(res, path)
         results[int(s)] = res
     return results
+
+
+def run_study(out, seeds: Sequence[int], score_seed: Callable, rows: Callable[[dict], tuple[list, list]], title: str, *,
+              quick: bool = False, device="auto", data_root=None, dataset: str = "toy_objects", progress: bool = True,
+              n_resamples: int = 2000, filename: str = "scores.pt", stem: str = "study") -> dict:
+    """A whole seed study: for every seed a run context on ``<out>/seed_<s>`` (:func:`make_context`),
+    ``score_seed(ctx)`` (-> ``{"conf", "meta"}``, resumable through :func:`run_seeds`), then the table of
+    ``rows(results)`` (-> ``(comparisons, mean rows)``) written to ``<out>/<stem>.{json,md}``."""
+    t0 = time.time()
+
+    def one(seed: int, folder: Path) -> dict:
+        return score_seed(make_context(data_root, folder, device, quick, seed, dataset, name="study"))
+
+    results = run_seeds(out, seeds, one, progress=progress, filename=filename)
+    comparisons, means = rows(results)
+    summary = summarise(results, comparisons, means, n_resamples=n_resamples)
+    summary.update(wall_seconds=time.time() - t0, quick=bool(quick), dataset=dataset)
+    write_study(out, summary, title + (" (quick sizes)" if quick else ""), stem)
+    return summary
 
 
 def stack(results: dict, method: str) -> np.ndarray:

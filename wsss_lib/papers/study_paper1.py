@@ -17,7 +17,6 @@ Per seed (its own run folder, every step cached by :mod:`~wsss_lib.papers.paper1
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -30,8 +29,7 @@ from ..core.metrics import per_image_confusion
 from ..ops.checkmask import simulate_checkmask
 from ..ops.masks import choose_threshold, evaluate_masks, floor_mask, lowlevel_objectness, refine_masks
 from . import paper1 as P
-from .common import make_context
-from .study import Comparison, run_seeds, summarise, write_study
+from .study import Comparison, run_study
 
 # the low-level baseline's VAL grid [ours]: (kind, Gaussian scale in px)
 LOWLEVEL_GRID = [(kind, sigma) for kind in ("gradient", "variance") for sigma in (2.0, 4.0, 8.0)]
@@ -132,21 +130,14 @@ def paper1_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
                  dataset: str = "toy_objects", kinds: Sequence[str] = P.SEG_KINDS, progress: bool = True,
                  n_resamples: int = 2000) -> dict:
     """Run :func:`run_paper1_seed` for every seed (resumable) and write ``<out>/study.{json,md}``."""
-    t0 = time.time()
+    def rows(results):
+        comps = [c for c in COMPARISONS if all(m.split("/")[1].split("+")[0] in (*kinds, *MASK_METHODS, "floor")
+                                               for m in (c.a, c.b))]
+        return comps, [m for m in MEANS if m[1].split("/")[1].split("+")[0] in (*kinds, *MASK_METHODS)]
 
-    def one(seed: int, folder: Path) -> dict:
-        ctx = make_context(data_root, folder, device, quick, seed, dataset, name="study")
-        return run_paper1_seed(ctx, kinds, progress=progress)
-
-    results = run_seeds(out, seeds, one, progress=progress)
-    comps = [c for c in COMPARISONS if all(m.split("/")[1].split("+")[0] in (*kinds, *MASK_METHODS, "floor")
-                                           for m in (c.a, c.b))]
-    means = [m for m in MEANS if m[1].split("/")[1].split("+")[0] in (*kinds, *MASK_METHODS)]
-    summary = summarise(results, comps, means, n_resamples=n_resamples)
-    summary["wall_seconds"] = time.time() - t0
-    summary["quick"] = bool(quick)
-    write_study(out, summary, "Paper 1 on " + dataset + (" (quick sizes)" if quick else ""))
-    return summary
+    return run_study(out, seeds, lambda ctx: run_paper1_seed(ctx, kinds, progress=progress), rows,
+                     "Paper 1 on " + dataset, quick=quick, device=device, data_root=data_root, dataset=dataset,
+                     progress=progress, n_resamples=n_resamples)
 
 
 # ----------------------------------------------------------------------------- check-mask sweep
@@ -215,19 +206,15 @@ def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, 
     """The check-mask sweep over seeds (sharing the seed folders of :func:`paper1_study`):
     ``<out>/checkmask_study.{json,md}``, each cell's gain over the prior on the same masks."""
     sweep = SWEEP if sweep is None else sweep
-    t0 = time.time()
 
-    def one(seed: int, folder: Path) -> dict:
-        ctx = make_context(data_root, folder, device, quick, seed, dataset, name="study")
-        return run_checkmask_seed(ctx, sweep, progress=progress)
+    def rows(results):
+        return [Comparison(f"check-mask - prior: {q} masks, tau {t:g}, noise {p:g}", sweep_name(q, t, p),
+                           f"cm/{q}/prior", target=0.02, need_ci_above=0.0) for q, t, p in sweep], []
 
-    results = run_seeds(out, seeds, one, progress=progress, filename="checkmask_scores.pt")
-    comps = [Comparison(f"check-mask - prior: {q} masks, tau {t:g}, noise {p:g}", sweep_name(q, t, p),
-                        f"cm/{q}/prior", target=0.02, need_ci_above=0.0) for q, t, p in sweep]
-    summary = summarise(results, comps, n_resamples=n_resamples)
-    summary["wall_seconds"] = time.time() - t0
-    write_study(out, summary, "Paper 1: where does check-mask help? (TEST mIoU, no CRF)", stem="checkmask_study")
-    return summary
+    return run_study(out, seeds, lambda ctx: run_checkmask_seed(ctx, sweep, progress=progress), rows,
+                     "Paper 1: where does check-mask help? (TEST mIoU, no CRF)", quick=quick, device=device,
+                     data_root=data_root, dataset=dataset, progress=progress, n_resamples=n_resamples,
+                     filename="checkmask_scores.pt", stem="checkmask_study")
 
 
 # ----------------------------------------------------------------------------- choices on VAL

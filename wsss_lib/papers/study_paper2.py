@@ -25,7 +25,6 @@ mIoU >= 0.5" target is a mean row with a target (:func:`paper2_means`), not a co
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Sequence
@@ -36,8 +35,7 @@ from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.metrics import per_image_confusion
 from ..data.toy_streets import toy_streets_info
 from . import paper2 as P
-from .common import make_context
-from .study import Comparison, run_seeds, summarise, write_study
+from .study import Comparison, run_study
 from .video import KINDS, base_kind, evaluate_predictions, oracle_bg_prediction, predict_video
 
 # every compared kind; the motion controls and the oracle ceiling exist for the study's claims
@@ -147,22 +145,15 @@ def paper2_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
                  dataset: str = "toy_streets", kinds: Sequence[str] = STUDY_KINDS, progress: bool = True,
                  n_resamples: int = 2000) -> dict:
     """Run :func:`run_paper2_seed` for every seed (resumable) and write ``<out>/study.{json,md}``."""
-    t0 = time.time()
+    def rows(results):
+        space = SimpleNamespace(**results[min(results)]["meta"]["label_space"])
+        have = set(kinds)
+        comps = [c for c in paper2_comparisons(space) if all(_method_kind(m) in have for m in (c.a, c.b))]
+        return comps, paper2_means(space, kinds)
 
-    def one(seed: int, folder: Path) -> dict:
-        ctx = make_context(data_root, folder, device, quick, seed, dataset, name="study")
-        return run_paper2_seed(ctx, kinds, progress=progress)
-
-    results = run_seeds(out, seeds, one, progress=progress)
-    space = SimpleNamespace(**results[min(results)]["meta"]["label_space"])
-    have = set(kinds)
-    comps = [c for c in paper2_comparisons(space) if all(_method_kind(m) in have for m in (c.a, c.b))]
-    summary = summarise(results, comps, paper2_means(space, kinds), n_resamples=n_resamples)
-    summary["wall_seconds"] = time.time() - t0
-    summary["quick"] = bool(quick)
-    summary["label_space"] = results[min(results)]["meta"]["label_space"]
-    write_study(out, summary, "Paper 2 on " + dataset + (" (quick sizes)" if quick else ""))
-    return summary
+    return run_study(out, seeds, lambda ctx: run_paper2_seed(ctx, kinds, progress=progress), rows,
+                     "Paper 2 on " + dataset, quick=quick, device=device, data_root=data_root, dataset=dataset,
+                     progress=progress, n_resamples=n_resamples)
 
 
 # ----------------------------------------------------------------------------- choices on VAL
