@@ -6,14 +6,10 @@ import json
 
 import pytest
 
+from study_checks import TINY_PAPER1
 from wsss_lib.cli import main
 
-TINY = {
-    "toy_objects": {"n_train": 24, "n_val": 12, "n_test": 12},
-    "classifier": {"widths": [4, 8, 8, 8, 8], "depths": [1, 1, 1, 1, 1], "hidden": 8, "steps": 4, "batch_size": 8},
-    "seg": {"n_train": None, "n_val": None, "n_test": None, "steps": 3, "batch_size": 4, "head_width": 8},
-    "crf": {"workers": 1},
-}
+TINY = TINY_PAPER1
 
 
 @pytest.fixture()

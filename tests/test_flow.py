@@ -173,3 +173,20 @@ def test_dataset_flow_cache_roundtrip(tmp_path):
         cache.load(samples[0].id)
     with pytest.raises(CorruptFileError, match="wsss flow"):
         cache.load("missing")
+
+
+def test_flow_cache_is_keyed_by_the_frames_generation(tmp_path):
+    """A regenerated toy dataset keeps its sample ids: its flow must not be read from the old cache."""
+    from wsss_lib.data.registry import dataset_fingerprint
+
+    root = tmp_path / "toy"
+    root.mkdir()
+    assert dataset_fingerprint("toy_streets", root) == ""
+    (root / "manifest.json").write_text('{"generator": "toy_streets", "version": 2}')
+    v2 = dataset_fingerprint("toy_streets", root)
+    (root / "manifest.json").write_text('{"generator": "toy_streets", "version": 3}')
+    v3 = dataset_fingerprint("toy_streets", root)
+    assert v2 and v3 and v2 != v3
+    old, new = (FlowCache(tmp_path / "cache", "toy_streets", FlowParams(), v) for v in (v2, v3))
+    old.save("clip/0000", np.ones((4, 4, 2), np.float32))
+    assert old.folder != new.folder and not new.path("clip/0000").exists()

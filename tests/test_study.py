@@ -7,17 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from study_checks import TINY_PAPER1, assert_study_resumes
 from wsss_lib.cli import main
 from wsss_lib.papers import study_paper1 as S
 from wsss_lib.papers.common import make_context
 from wsss_lib.papers.study import Comparison, markdown, run_seeds, summarise
 
-TINY = {
-    "toy_objects": {"n_train": 24, "n_val": 12, "n_test": 12},
-    "classifier": {"widths": [4, 8, 8, 8, 8], "depths": [1, 1, 1, 1, 1], "hidden": 8, "steps": 4, "batch_size": 8},
-    "seg": {"n_train": None, "n_val": None, "n_test": None, "steps": 3, "batch_size": 4, "head_width": 8},
-    "crf": {"workers": 1},
-}
+TINY = TINY_PAPER1
 
 
 @pytest.fixture()
@@ -55,13 +51,7 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
         assert r["b"].endswith("/prior") and r["a"].split("/")[1] == r["b"].split("/")[1]  # same candidate masks
     md = (out / "study.md").read_text()
     assert "prior - CAM, masks raw" in md and "95 %" in md
-    # a finished seed is read back, never recomputed
-    stamp = (out / "seed_1" / "scores.pt").stat().st_mtime_ns
-    capsys.readouterr()
-    assert main([a for a in argv if a != "--choose"]) == 0
-    assert (out / "seed_1" / "scores.pt").stat().st_mtime_ns == stamp
-    assert "study: seed" not in capsys.readouterr().out
-    assert json.loads((out / "study.json").read_text())["comparisons"] == summary["comparisons"]
+    assert_study_resumes(argv, out, summary, capsys)  # a finished seed is read back, never recomputed
 
 
 def test_summarise_flags_targets(tmp_path):

@@ -16,6 +16,7 @@ is used).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -104,6 +105,17 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
         return load_camvid(path, split, **kwargs)
 
     return load_youtube_objects(path, split, **kwargs)
+
+
+def dataset_fingerprint(name: str, root: str | os.PathLike | None = None) -> str:
+    """A short hash of a generated dataset's ``manifest.json`` (generator version + parameters), ""
+    for datasets without one (real datasets do not change under a fixed root). Caches derived from
+    the frames (optical flow) carry it, so regenerated data never reads a stale cache."""
+    path = resolve_root(name, root) / "manifest.json"
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()[:8]
+    except OSError:
+        return ""
 
 
 def load_label(info: DatasetInfo, sample: Sample) -> np.ndarray | None:

@@ -286,11 +286,16 @@ def _safe_name(sample_id: str) -> str:
 
 @dataclass
 class FlowCache:
-    """Where a dataset's flow fields live: ``<root>/<dataset name>/<method>-<hash>/<id>.npz``."""
+    """Where a dataset's flow fields live: ``<root>/<dataset name>/<method>-<hash>[-<data version>]/<id>.npz``.
+
+    ``data_version``: a fingerprint of the frames' generation (e.g.
+    :func:`~wsss_lib.data.registry.dataset_fingerprint`: a regenerated toy dataset keeps its sample
+    ids, so without it a new generator version would silently read the old frames' flow)."""
 
     root: Path
     dataset: str
     params: FlowParams = field(default_factory=FlowParams)
+    data_version: str = ""
 
     def __post_init__(self):
         # "auto" is resolved now so the folder name says which method produced the files
@@ -298,7 +303,8 @@ class FlowCache:
 
     @property
     def folder(self) -> Path:
-        return Path(self.root) / re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset) / self.params.key()
+        name = self.params.key() + (f"-{self.data_version}" if self.data_version else "")
+        return Path(self.root) / re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset) / name
 
     def path(self, sample_id: str) -> Path:
         return self.folder / f"{_safe_name(sample_id)}.npz"

@@ -28,6 +28,7 @@ import torch
 
 from ..core.config import PRESETS, preset
 from ..core.errors import InvalidInputError
+from ..data.registry import dataset_fingerprint
 from ..engine.shard import FlowCache, compute_dataset_flow
 from ..engine.predict import evaluate_classifier
 from ..engine.train import train_classifier
@@ -64,7 +65,8 @@ def flow_cache_root(ctx) -> Path:
 def flow_cache(ctx, **overrides):
     """The :class:`~wsss_lib.engine.shard.FlowCache` of ``ctx.dataset`` with the ``flow`` preset's method."""
     cfg = preset("flow", ctx.quick, **overrides)
-    return FlowCache(flow_cache_root(ctx), ctx.dataset, FlowParams(method=cfg["method"]))
+    return FlowCache(flow_cache_root(ctx), ctx.dataset, FlowParams(method=cfg["method"]),
+                     dataset_fingerprint(ctx.dataset, ctx.data_root))
 
 
 def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, **flow_overrides) -> dict:
@@ -74,12 +76,15 @@ def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, *
     "flow": {split: compute summary}, "flow_cache": FlowCache}``.
     """
     fcfg = preset("flow", ctx.quick, **flow_overrides)
-    cache = flow_cache(ctx, **flow_overrides) if flow else None
-    out = {"samples": {}, "data": {}, "flow": {}, "flow_cache": cache, "flow_config": fcfg if flow else None}
+    cache = None
+    out = {"samples": {}, "data": {}, "flow": {}, "flow_cache": None, "flow_config": fcfg if flow else None}
     for split in splits:
         info, samples = dataset_split(ctx, split, preset("video_seg", ctx.quick)["clips"].get(split))
         out["info"] = info
         out["samples"][split] = samples
+        out["fingerprint"] = dataset_fingerprint(ctx.dataset, ctx.data_root)
+        if flow and cache is None:  # after the data exist: the cache is keyed by their generation
+            cache = out["flow_cache"] = flow_cache(ctx, **flow_overrides)
         if cache is not None:
             out["flow"][split] = compute_dataset_flow(samples, cache, progress=progress)
         out["data"][split] = load_video_data(info, samples, flow_cache=cache, max_flow=fcfg["max_flow"],
@@ -92,6 +97,8 @@ def _data_id(streets: dict, flow: bool = False) -> dict:
     info = streets["info"]
     out = {"dataset": info.name, "classes": list(info.classes),
            "n": {k: len(v) for k, v in streets["samples"].items()}}
+    if streets.get("fingerprint"):  # a regenerated toy dataset (same sizes, new generator) retrains
+        out["fingerprint"] = streets["fingerprint"]
     if flow and streets.get("flow_config"):  # how the motion input was made: a change must retrain
         out["flow"] = dict(streets["flow_config"])
     return out
