@@ -263,9 +263,11 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
         chosen[mode] = min(n for n, v in curve.items() if v >= top - tolerance)
     # the present-class tag term [summary], on if it does not hurt on VAL (at the prior's chosen steps)
     present_rows = []
+    prior_steps = chosen.get("prior", steps_grid[0])
     for w in present_grid:
-        model, _ = P.seg_run(ctx, "prior", clf, name=f"prior_present{w:g}", steps=chosen.get("prior", steps_grid[0]),
-                             present_term=float(w), progress=progress)
+        # weight 0 at the chosen steps is the steps grid's own model (same config): loaded, not retrained
+        name = f"prior_steps{prior_steps}" if float(w) == 0.0 and "prior" in chosen else f"prior_present{w:g}"
+        model, _ = P.seg_run(ctx, "prior", clf, name=name, steps=prior_steps, present_term=float(w), progress=progress)
         present_rows.append({"present_term": float(w), "val_miou": P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]})
     base_row = next(r for r in present_rows if r["present_term"] == 0.0)
     best_present = max(present_rows, key=lambda r: r["val_miou"])
