@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..core.config import preset
+from ..core.errors import InvalidInputError
 from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.metrics import per_image_confusion
 from ..ops.checkmask import simulate_checkmask
@@ -160,7 +161,7 @@ def candidate_masks(ctx, classifier, quality: str) -> torch.Tensor:
         maps = {s: P.compute_masks(ctx, classifier, s, layers=["conv4", "conv5"]) for s in ("val", "train")}
         th = P.choose_thresholds(ctx, maps["val"])["fused"]
         return torch.from_numpy(P.refine_split(ctx, "train", maps["train"]["fused"], th) >= 0.5).float()
-    raise ValueError(f"unknown mask quality {quality!r}")
+    raise InvalidInputError(f"unknown mask quality {quality!r}; use crf, raw or paper_layers")
 
 
 def sweep_name(quality: str, tau: float, noise: float) -> str:
