@@ -54,6 +54,19 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     assert_study_resumes(argv, out, summary, capsys)  # a finished seed is read back, never recomputed
 
 
+def test_masks_only_study_trains_no_segmentation_net(tiny):
+    out = tiny / "study"
+    argv = ["study", "paper1", "--seeds", "2", "--out", str(out), "--data-root", str(tiny / "data"), "--device",
+            "cpu", "--quick", "--masks-only", "--resamples", "200", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads((out / "mask_study.json").read_text())
+    names = {r["name"] for r in summary["comparisons"]}
+    assert "prior - CAM, masks raw" in names and not any(n.startswith("seg") for n in names)
+    assert summary["seeds"] == [0, 1] and not (out / "study.json").exists()
+    assert not list(out.glob("seed_*/checkpoints/segnet_*"))  # no segmentation net was trained
+    assert (out / "seed_1" / "mask_scores.pt").is_file()
+
+
 def test_summarise_flags_targets(tmp_path):
     rng = np.random.default_rng(0)
     lab = rng.integers(0, 2, size=(30, 6, 6))

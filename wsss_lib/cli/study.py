@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--choose-only", action="store_true", help="only the VAL choices")
     p.add_argument("--checkmask", action="store_true",
                    help="paper1: also the check-mask sweep (tau, annotator noise, mask quality) on the same seeds")
+    p.add_argument("--masks-only", action="store_true",
+                   help="paper1: only the fg/bg mask comparisons (no segmentation nets) -> <out>/mask_study.md")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     p.set_defaults(func=cmd_study)
@@ -52,9 +54,10 @@ def cmd_study(args) -> int:
                       file=sys.stderr)
         if args.choose_only:
             return 0
+    extra = {"masks_only": True} if args.masks_only and args.paper == "paper1" else {}
     summary = study(out, range(args.seeds), args.quick, args.device, args.data_root, dataset,
-                    progress=args.progress, n_resamples=args.resamples)
-    print(f"{out}/study.md ({len(summary['seeds'])} seeds, {summary['wall_seconds'] / 60:.1f} min)")
+                    progress=args.progress, n_resamples=args.resamples, **extra)
+    print(f"{out}/{'mask_study' if extra else 'study'}.md ({len(summary['seeds'])} seeds, {summary['wall_seconds'] / 60:.1f} min)")
     if args.checkmask and args.paper == "paper1":
         from ..papers.study_paper1 import checkmask_study  # lazy: `wsss --help` and other commands do not load every pipeline
 

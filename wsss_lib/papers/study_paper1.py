@@ -129,16 +129,25 @@ def run_paper1_seed(ctx, kinds: Sequence[str] = P.SEG_KINDS, progress: bool = Fa
 
 def paper1_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = False, device="auto", data_root=None,
                  dataset: str = "toy_objects", kinds: Sequence[str] = P.SEG_KINDS, progress: bool = True,
-                 n_resamples: int = 2000) -> dict:
-    """Run :func:`run_paper1_seed` for every seed (resumable) and write ``<out>/study.{json,md}``."""
+                 n_resamples: int = 2000, masks_only: bool = False) -> dict:
+    """Run :func:`run_paper1_seed` for every seed (resumable) and write ``<out>/study.{json,md}``.
+
+    ``masks_only``: only the fg/bg mask comparisons (classifiers and masks, no segmentation net: minutes
+    per seed instead of the seg nets' tens of minutes), into ``<out>/mask_study.{json,md}``; the seed
+    folders, and so the classifiers and masks, are shared with the whole study."""
+    if masks_only:
+        kinds = ()
+    def scored(method: str) -> bool:  # "mask/<m>[+crf]" always, "seg/<kind>[+crf]" for the kinds trained
+        part, name = method.split("/")
+        return part == "mask" or name.split("+")[0] in kinds
+
     def rows(results):
-        comps = [c for c in COMPARISONS if all(m.split("/")[1].split("+")[0] in (*kinds, *MASK_METHODS, "floor")
-                                               for m in (c.a, c.b))]
-        return comps, [m for m in MEANS if m[1].split("/")[1].split("+")[0] in (*kinds, *MASK_METHODS)]
+        return [c for c in COMPARISONS if scored(c.a) and scored(c.b)], [m for m in MEANS if scored(m[1])]
 
     return run_study(out, seeds, lambda ctx: run_paper1_seed(ctx, kinds, progress=progress), rows,
-                     "Paper 1 on " + dataset, quick=quick, device=device, data_root=data_root, dataset=dataset,
-                     progress=progress, n_resamples=n_resamples)
+                     ("Paper 1, fg/bg masks only, on " if masks_only else "Paper 1 on ") + dataset, quick=quick,
+                     device=device, data_root=data_root, dataset=dataset, progress=progress, n_resamples=n_resamples,
+                     **({"filename": "mask_scores.pt", "stem": "mask_study"} if masks_only else {}))
 
 
 # ----------------------------------------------------------------------------- check-mask sweep
@@ -222,7 +231,7 @@ def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, 
 
 CRF_GRID = [{"bilateral_sxy": sxy, "bilateral_srgb": srgb, "bilateral_compat": compat}
             for sxy in (20.0, 45.0, 80.0) for srgb in (4.0, 7.0, 13.0) for compat in (3.0, 6.0, 10.0)]
-STEPS_GRID = (300, 600, 1200)
+STEPS_GRID = (300, 600, 1200, 2400)
 
 
 def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_grid: Sequence[int] | None = None,
