@@ -31,6 +31,7 @@ TINY = {
 def tiny(monkeypatch, tmp_path, patch_presets):
     patch_presets(TINY)
     monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
+    monkeypatch.setattr(S, "FLOW_GRID", ({}, {"dis_preset": 0}))
     return tmp_path
 
 
@@ -60,6 +61,12 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     assert set(ch["steps"]["chosen"]) == set(S.CHOOSE_KINDS)
     assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
     assert len(ch["steps"]["grid"]) == 2 * len(S.CHOOSE_KINDS) and ch["full_loss"] == "balanced"
+    # the flow setting with the best moving-pixel AUROC on VAL, each computed into its own cache folder
+    aucs = [r["val_moving_auc"] for r in ch["flow"]["grid"]]
+    assert [r["params"] for r in ch["flow"]["grid"]] == [{}, {"dis_preset": 0}] and all(0 <= a <= 1 for a in aucs)
+    assert ch["flow"]["best"] == ch["flow"]["grid"][aucs.index(max(aucs))]["params"]
+    assert ch["presets_agree"]["flow"] == (ch["flow"]["best"] == {})
+    assert len({p.parent for p in data.rglob("cache/flow/*/*/*.npz")}) == 2
     summary = json.loads((out / "study.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["n_images"] == 6  # 2 test clips x 3 frames
     names = {r["name"] for r in summary["comparisons"]}

@@ -90,8 +90,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         "quick": {"n_explore": 8},
     },
     "flow": {
-        # OpenCV Farneback + (dx, dy, |f|) image, fixed scale, median (camera) motion removed [ours]
-        "default": {"method": "farneback", "max_flow": None, "normalisation": "fixed", "subtract": "median"},
+        # OpenCV Farneback + (dx, dy, |f|) image, fixed scale, median (camera) motion removed [ours].
+        # params: FlowParams overrides of the method (pyramid levels, window...), chosen on VAL by the
+        # moving-pixel AUROC of the motion image (`wsss study paper2 --choose`, FLOW_GRID) [ours]
+        "default": {"method": "farneback", "params": {}, "max_flow": None, "normalisation": "fixed",
+                    "subtract": "median"},
         "quick": {},
     },
     "video_seg": {

@@ -63,9 +63,10 @@ def flow_cache_root(ctx) -> Path:
 
 
 def flow_cache(ctx, **overrides):
-    """The :class:`~wsss_lib.engine.shard.FlowCache` of ``ctx.dataset`` with the ``flow`` preset's method."""
+    """The :class:`~wsss_lib.engine.shard.FlowCache` of ``ctx.dataset`` with the ``flow`` preset's method
+    and its ``params`` (:class:`~wsss_lib.ops.flow.FlowParams` overrides); each setting has its own folder."""
     cfg = preset("flow", ctx.quick, **overrides)
-    return FlowCache(flow_cache_root(ctx), ctx.dataset, FlowParams(method=cfg["method"]),
+    return FlowCache(flow_cache_root(ctx), ctx.dataset, FlowParams(method=cfg["method"], **cfg["params"]),
                      dataset_fingerprint(ctx.dataset, ctx.data_root))
 
 

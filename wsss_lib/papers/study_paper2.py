@@ -36,13 +36,17 @@ from ..core.metrics import per_image_confusion
 from ..data.toy_streets import toy_streets_info
 from . import paper2 as P
 from .study import Comparison, run_study
-from .video import KINDS, base_kind, evaluate_predictions, oracle_bg_prediction, predict_video
+from .video import KINDS, base_kind, evaluate_predictions, motion_statistics, oracle_bg_prediction, predict_video
 
 # every compared kind; the motion controls and the oracle ceiling exist for the study's claims
 STUDY_KINDS = KINDS
 # kinds whose steps are chosen on VAL (the controls train exactly like two_stream)
 CHOOSE_KINDS = ("appearance", "two_stream", "single_bg", "full")
 STEPS_GRID = (300, 600, 1200)
+# Farneback settings compared on VAL [ours]: the default (a 3-level pyramid sees ~8 px of motion) and
+# wider pyramids / windows for ToyStreets' camera pans of ~13 px per frame
+FLOW_GRID = ({}, {"levels": 5, "winsize": 15}, {"levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5},
+             {"levels": 4, "winsize": 31, "poly_n": 7, "poly_sigma": 1.5})
 
 
 def paper2_comparisons(info) -> list[Comparison]:
@@ -158,15 +162,34 @@ def paper2_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
 
 # ----------------------------------------------------------------------------- choices on VAL
 
+def choose_flow(ctx, grid: Sequence[dict] | None = None, progress: bool = True) -> dict:
+    """The flow setting (``grid`` of :class:`~wsss_lib.ops.flow.FlowParams` overrides, default
+    :data:`FLOW_GRID`) whose motion image best detects moving-class pixels on VAL: the AUROC of its
+    magnitude (:func:`~wsss_lib.papers.video.motion_statistics`; no training, so no seed).
+    Returns ``{"grid": [{"params", "val_moving_auc", "moving_mean", "static_mean"}], "best": params}``."""
+    grid = FLOW_GRID if grid is None else grid
+    rows = []
+    for params in grid:
+        streets = P.load_streets(ctx, splits=("val",), progress=progress, params=dict(params))
+        st = motion_statistics(streets["data"]["val"], streets["info"])
+        rows.append({"params": dict(params), "val_moving_auc": st["moving_auc"], "moving_mean": st["moving_mean"],
+                     "static_mean": st["static_mean"]})
+    return {"grid": rows, "best": max(rows, key=lambda r: r["val_moving_auc"])["params"]}
+
+
 def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence[int] | None = None,
-                  tolerance: float = 0.005, progress: bool = True) -> dict:
-    """The VAL choices of paper 2 (seed of ``ctx``), written to ``<out>/choices.json``: per kind, the
-    fewest steps of ``steps_grid`` (each a full poly schedule, checkpoint ``video_<kind>_steps<n>``)
-    whose VAL mIoU is within ``tolerance`` of the best -- where VAL mIoU stops improving. The motion
-    controls are not chosen: they train like ``two_stream`` (:func:`~wsss_lib.papers.paper2.kind_steps`).
+                  tolerance: float = 0.005, flow_grid: Sequence[dict] | None = None, progress: bool = True) -> dict:
+    """The VAL choices of paper 2 (seed of ``ctx``), written to ``<out>/choices.json``:
+
+    * ``flow``: the flow setting of :func:`choose_flow` (motion AUROC on VAL), used for what follows;
+    * ``steps``: per kind, the fewest steps of ``steps_grid`` (each a full poly schedule, checkpoint
+      ``video_<kind>_steps<n>``) whose VAL mIoU is within ``tolerance`` of the best -- where VAL mIoU
+      stops improving. The motion controls are not chosen: they train like ``two_stream``
+      (:func:`~wsss_lib.papers.paper2.kind_steps`).
     """
     steps_grid = STEPS_GRID if steps_grid is None else steps_grid
-    streets = P.load_streets(ctx, progress=progress)
+    flow = choose_flow(ctx, flow_grid, progress=progress)
+    streets = P.load_streets(ctx, progress=progress, params=flow["best"])
     sup = P.video_supervision(ctx, kinds, streets, progress=progress)
     rows, chosen = [], {}
     for kind in kinds:
@@ -184,8 +207,9 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
         top = max(curve.values())
         chosen[kind] = min(n for n, v in curve.items() if v >= top - tolerance)
     cfg = preset("video_seg", ctx.quick)
-    out = {"seed": ctx.seed, "quick": ctx.quick, "full_loss": cfg["full_loss"],
+    out = {"seed": ctx.seed, "quick": ctx.quick, "full_loss": cfg["full_loss"], "flow": flow,
            "steps": {"grid": rows, "chosen": chosen, "tolerance": tolerance},
-           "presets_agree": {"steps": {k: v for k, v in cfg["kind_steps"].items() if k in chosen} == chosen}}
+           "presets_agree": {"steps": {k: v for k, v in cfg["kind_steps"].items() if k in chosen} == chosen,
+                             "flow": preset("flow", ctx.quick)["params"] == flow["best"]}}
     atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
     return out
