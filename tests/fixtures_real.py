@@ -127,3 +127,69 @@ def build_youtube_objects(root: Path) -> dict:
             gts[f"{cls}/{video}/{g}"] = m
     (root / "README.txt").write_text("not a class folder\n")
     return gts
+
+
+# VOC classes drawn by build_voc_sized (index -> RGB of the object): aeroplane, bird, car, person
+_SIZED_COLOURS = {1: (200, 40, 40), 3: (40, 200, 40), 7: (40, 40, 220), 15: (220, 200, 40)}
+
+
+def _sized_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A VOC-like picture: a noisy grey background and 1-2 solid objects (ellipses/boxes) of known
+    classes, with the label map (255 band of 3 px around each object, like VOC's boundaries)."""
+    from scipy import ndimage  # lazy: test helper only
+
+    img = np.clip(rng.normal(110, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    lab = np.zeros((h, w), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    for _ in range(int(rng.integers(1, 3))):
+        cls = int(rng.choice(list(_SIZED_COLOURS)))
+        ch, cw = int(rng.integers(h // 5, h // 2)), int(rng.integers(w // 5, w // 2))
+        cy, cx = int(rng.integers(ch // 2, h - ch // 2)), int(rng.integers(cw // 2, w - cw // 2))
+        if rng.random() < 0.5:
+            obj = ((yy - cy) / (ch / 2)) ** 2 + ((xx - cx) / (cw / 2)) ** 2 <= 1
+        else:
+            obj = (abs(yy - cy) <= ch // 2) & (abs(xx - cx) <= cw // 2)
+        band = ndimage.binary_dilation(obj, iterations=3) & ~ndimage.binary_erosion(obj, iterations=3)
+        img[obj] = np.clip(np.asarray(_SIZED_COLOURS[cls]) + rng.normal(0, 12, (int(obj.sum()), 3)), 0, 255)
+        lab[obj] = cls
+        lab[band] = 255
+    return img, lab
+
+
+def build_voc_sized(root: Path, n_voc_train: int = 8, n_sbd_only: int = 12, n_val: int = 8,
+                    sizes: tuple[int, int] = (200, 500), seed: int = 0) -> dict:
+    """VOC 2012 + SBD in the official layout with VOC-like variable sizes (each side in ``sizes``):
+    ``n_voc_train`` VOC train ids (PNG labels; also in SBD train), ``n_sbd_only`` ids only SBD
+    annotates (``cls/*.mat``, no VOC PNG), ``n_val`` VOC val ids (PNG; also in SBD val, so
+    train_aug must drop them). ``train_aug`` = VOC train + SBD-only ids."""
+    import scipy.io  # lazy: test helper only
+
+    rng = np.random.default_rng(seed)
+    voc = root / "VOCdevkit" / "VOC2012"
+    sbd = root / "benchmark_RELEASE" / "dataset"
+    (sbd / "cls").mkdir(parents=True, exist_ok=True)
+    groups = {"train": [f"2007_{i:06d}" for i in range(n_voc_train)],
+              "sbd": [f"2008_{i:06d}" for i in range(n_sbd_only)],
+              "val": [f"2009_{i:06d}" for i in range(n_val)]}
+    shapes = {}
+    for group, ids in groups.items():
+        for sid in ids:
+            h, w = (int(v) for v in rng.integers(sizes[0], sizes[1] + 1, 2))
+            img, lab = _sized_sample(rng, h, w)
+            write_image(voc / "JPEGImages" / f"{sid}.jpg", img)
+            shapes[sid] = (h, w)
+            if group in ("train", "val"):
+                write_label(voc / "SegmentationClass" / f"{sid}.png", lab)
+            if group in ("sbd", "val", "train"):
+                seg = np.where(lab == 255, 0, lab).astype(np.uint8)  # SBD has no 255 band
+                scipy.io.savemat(str(sbd / "cls" / f"{sid}.mat"), {"GTcls": {
+                    "Segmentation": seg, "Boundaries": np.empty((1, 0), dtype=object),
+                    "CategoriesPresent": np.unique(seg[seg > 0]).astype(np.uint8)}})
+    lists = voc / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "train.txt").write_text("".join(f"{i}\n" for i in groups["train"]))
+    (lists / "val.txt").write_text("".join(f"{i}\n" for i in groups["val"]))
+    (lists / "trainval.txt").write_text("".join(f"{i}\n" for i in groups["train"] + groups["val"]))
+    (sbd / "train.txt").write_text("".join(f"{i}\n" for i in groups["sbd"] + groups["train"]))
+    (sbd / "val.txt").write_text("".join(f"{i}\n" for i in groups["val"]))
+    return {"ids": groups, "shapes": shapes, "voc2012": voc}
