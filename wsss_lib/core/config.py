@@ -4,7 +4,9 @@ Notebooks and the CLI call :func:`preset` with ``quick=True/False``; tests and `
 --quick`` use the quick sizes, so CI asserts on the same values a notebook records. Each section
 belongs to one area of the library (``toy_objects``/``toy_streets`` data, ``classifier``,
 ``masks``, ``crf``, ``seg`` for paper 1; ``streets_classifier``, ``streets_fg_classifier``,
-``heatmaps``, ``flow``, ``video_seg`` for paper 2). Override any key with ``preset(..., **overrides)``.
+``heatmaps``, ``flow``, ``video_seg`` for paper 2; ``paper1_*``: paper 1 at the paper's scale on real
+data, read through ``preset(section, quick, profile="paper")``). Override any key with
+``preset(..., **overrides)``.
 """
 
 from __future__ import annotations
@@ -116,14 +118,70 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "clips": {}},
         "quick": {"steps": 80, "kind_steps": {}, "clips": {"train": 60, "val": 10, "test": 10}},
     },
+    # ---- paper 1 at the paper's scale (profile "paper": real data, `wsss reproduce paper1`) ----
+    # Same keys as the toy sections above plus the streaming ones (crop, scale, flip, workers, momentum).
+    # Labels: [paper] abstract, [summary] third-party summary, [ours] our choice / common practice.
+    "paper1_classifier": {
+        # ImageNet VGG-16 fine-tuned on the image tags [summary]; --pretrained PATH|imagenet (None = random
+        # init, for tests only). Global average pooling, no hidden layer, SGD 0.001 momentum 0.9, weight decay
+        # 5e-4, batch 10, 8000 steps (~7.6 epochs of train_aug) [ours: VGG fine-tuning practice]. Random scale
+        # 0.5-1.5, 321 px crops (mean-colour padding), flips [ours: DeepLab-v2 practice]. workers = DataLoader
+        # processes [ours]
+        "default": {"backbone": "vgg16", "widths": None, "depths": None, "pretrained": "imagenet",
+                    "pooling": "mean", "hidden": 0, "steps": 8000, "batch_size": 10, "lr": 0.001, "optimizer": "sgd",
+                    "momentum": 0.9, "weight_decay": 0.0005, "image_size": None, "crop": 321, "scale": [0.5, 1.5],
+                    "flip": True, "workers": 4},
+        "quick": {"steps": 20, "batch_size": 2, "workers": 2},
+    },
+    "paper1_masks": {
+        # conv4 + conv5 [summary], channel means [summary], summed [summary], rescaled to [0, 1] per image
+        # [summary; min-max is ours], at the full image size [summary: upsampled to the image]. The threshold
+        # that the CRF unary is calibrated to is chosen on VAL from `thresholds` over the first `n_threshold`
+        # VAL images (None = all) [ours]; batch_size: full-size images per CRF batch (one forward each) [ours]
+        "default": {"layers": ["conv4", "conv5"], "weights": None, "aggregate": "mean", "normalize": "minmax",
+                    "align": "largest", "normalize_each": False, "cam_normalize": "max",
+                    "thresholds": [round(0.05 * i, 2) for i in range(1, 20)], "n_threshold": 300, "batch_size": 8},
+        "quick": {"n_threshold": 10},
+    },
+    "paper1_crf": {
+        # 2-label CRF on the masks and C-label test-time CRF with DeepLab's values: Gaussian sxy 3 / compat 3,
+        # bilateral sxy 80 / srgb 13 / compat 10, 10 iterations [ours: common practice, not the paper's own]
+        "default": {"gauss_sxy": 3.0, "gauss_compat": 3.0, "bilateral_sxy": 80.0, "bilateral_srgb": 13.0,
+                    "bilateral_compat": 10.0, "iterations": 10, "eps": 1e-5, "workers": None},
+        "quick": {},
+    },
+    "paper1_seg": {
+        # DeepLab-LargeFOV on VGG-16 [ours reconstruction, papers README]: fc6 3x3 dilation 12, 1024 channels,
+        # dropout 0.5; SGD lr 0.001 (head x10), momentum 0.9, weight decay 5e-4, poly (power 0.9), batch 10,
+        # 20000 steps, random scale 0.5-1.5, 321 px crops, flips [ours: DeepLab-v2 LargeFOV practice]. The loss
+        # and its poolings are the toy "seg" section's [ours]. n_*: images per split (None = all); evaluation on
+        # full-size VAL images (VOC test has no public labels), raw and with the test-time CRF ("paper1_crf")
+        "default": {"n_train": None, "n_val": None, "n_test": None, "steps": 20000, "batch_size": 10, "lr": 0.001,
+                    "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0005, "head_lr_mult": 10.0,
+                    "head": "largefov", "head_width": 1024, "dilation": 12, "dropout": 0.5, "pooling": "mean",
+                    "tag_pooling": "max", "rejected": "tags", "compare_poolings": [], "tau": 0.5, "mode_steps": {},
+                    "present_term": 0.0, "crop": 321, "scale": [0.5, 1.5], "flip": True, "workers": 4},
+        "quick": {"n_train": 40, "n_val": 20, "n_test": 20, "steps": 20, "batch_size": 2, "workers": 2},
+    },
+}
+
+# profile -> {section: the section it reads instead}; "toy" reads the sections themselves
+PROFILES: dict[str, dict[str, str]] = {
+    "toy": {},
+    "paper": {"classifier": "paper1_classifier", "masks": "paper1_masks", "crf": "paper1_crf", "seg": "paper1_seg"},
 }
 
 
-def preset(section: str, quick: bool = False, **overrides) -> dict:
-    """Sizes for ``section`` in quick or default mode, with ``overrides`` applied.
+def preset(section: str, quick: bool = False, profile: str = "toy", **overrides) -> dict:
+    """Sizes for ``section`` in quick or default mode, with ``overrides`` applied. ``profile``
+    "paper" reads paper 1's paper-scale sections instead (:data:`PROFILES`: "classifier" ->
+    "paper1_classifier"...).
 
     Unknown override keys raise :class:`InvalidInputError` (a typo must not be silently ignored).
     """
+    if profile not in PROFILES:
+        raise InvalidInputError(f"unknown preset profile {profile!r}; known: {sorted(PROFILES)}")
+    section = PROFILES[profile].get(section, section)
     if section not in PRESETS:
         raise InvalidInputError(f"unknown preset section {section!r}; known: {sorted(PRESETS)}")
     out = copy.deepcopy(PRESETS[section]["default"])
