@@ -45,6 +45,7 @@ from ..ops.flow import FlowParams, compute_flow, flow_partners, resolve_method
 from ..ops.heatmaps import class_heatmaps
 from ..ops.masks import extract_masks, refine_masks
 from .distributed import barrier as _barrier
+from .train import is_streamed
 from .distributed import get_rank, get_world_size, shard_bounds
 
 __all__ = ["shard", "shard_indices", "resolve_rank_world", "run_sharded", "safe_relpath", "dataset_ids",
@@ -226,6 +227,9 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
     the dense CRF (:func:`~wsss_lib.ops.masks.refine_masks` with ``crf`` = a
     :class:`~wsss_lib.ops.crf.CRFParams`/dict; ``crf=None`` thresholds the fused map instead).
 
+    A streamed dataset (full-size images of different sizes, :func:`~wsss_lib.engine.train.is_streamed`)
+    runs one forward per image and the CRF on each batch of ``batch_size`` images (``crf_workers``).
+
     Writes ``<out_dir>/<id>.png`` (0 = background, 1 = foreground, the format of
     :func:`wsss_lib.core.io.write_masks`) and, with ``save_probs``, ``<out_dir>/<id>.npz`` (``fg``
     float16 ``(H, W)`` in [0, 1]). Returns :func:`run_sharded`'s summary.
@@ -239,15 +243,21 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
         return [out_dir / f"{rel}.png", out_dir / f"{rel}.npz"] if save_probs else out_dir / f"{rel}.png"
 
     def fn(batch):
-        images = _images(dataset, batch)
-        fused = extract_masks(classifier, images, None, batch_size=batch_size, device=device, **mask_kw)["fused"]
-        if crf is not None:
-            u8 = to_uint8_image(images)
-            probs = torch.from_numpy(refine_masks(list(u8), fused, threshold, crf, workers=crf_workers,
-                                                          device=select_device(device)))
-            fg = probs >= 0.5
+        if is_streamed(dataset):  # full-size images of different sizes: one forward each, the CRF on the batch
+            images = [dataset[int(i)]["image"][None] for i in batch]
+            fused = [extract_masks(classifier, x, None, batch_size=1, device=device, **mask_kw)["fused"][0]
+                     for x in images]
+            u8 = [to_uint8_image(x)[0] for x in images]
         else:
-            probs, fg = fused, fused >= threshold
+            images = _images(dataset, batch)
+            fused = extract_masks(classifier, images, None, batch_size=batch_size, device=device, **mask_kw)["fused"]
+            u8 = list(to_uint8_image(images))
+        if crf is not None:
+            probs = refine_masks(u8, list(fused), threshold, crf, workers=crf_workers, device=select_device(device))
+            probs = [torch.from_numpy(np.asarray(q)) for q in probs]
+            fg = [q >= 0.5 for q in probs]
+        else:
+            probs, fg = fused, [f >= threshold for f in fused]
         if save_probs:
             return [[fg[k].numpy(), {"fg": probs[k].half().numpy()}] for k in range(len(batch))]
         return [fg[k].numpy() for k in range(len(batch))]
