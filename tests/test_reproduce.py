@@ -85,3 +85,26 @@ def test_reproduce_bad_root_is_one_error(tmp_path, capsys):
     err = capsys.readouterr().err
     # one error (the project's layout errors name the root and draw the expected tree), no traceback
     assert rc == 2 and err.startswith("wsss: error:") and "VOC2012" in err and "Traceback" not in err
+
+
+def test_notebook_steps_on_a_real_subset(voc_root, tmp_path, patch_presets):
+    """What notebooks 01-04 call, on VOC in the toy-sized pipeline (resized subsets, preloaded)."""
+    from study_checks import TINY_PAPER1
+    from wsss_lib.engine.predict import evaluate_classifier
+    from wsss_lib.notebook import setup
+    from wsss_lib.papers import paper1 as P
+
+    root, _ = voc_root
+    patch_presets({**TINY_PAPER1, "real_subset": {"image_size": [64, 80], "n_train": 10, "n_val": 4, "n_test": 5}})
+    ctx = setup("01_tags_classifier", quick=True, device="cpu", dataset="voc_aug", data_root=str(root),
+                output_dir=str(tmp_path / "nb"))
+    train, val, test = (P.load_split(ctx, s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (10, 4, 5) and tuple(train.images.shape[-2:]) == (64, 80)
+    assert not set(val.ids) & set(train.ids) and set(test.ids) <= {s.id for s in P.dataset_split(ctx, "val")[1]}
+    clf, _ = P.get_tag_classifier(ctx, progress=False)
+    assert 0 <= evaluate_classifier(clf, test, classes=train.info.foreground, device="cpu")["map"] <= 1
+    mp = P.mask_pipeline(ctx, clf)
+    assert 0 <= mp["scores"]["test"]["fused_crf"]["iou"] <= 1
+    for kind in ("prior", "tags", "full", "checkmask"):
+        model, _ = P.seg_run(ctx, kind, clf, progress=False)
+        assert 0 <= P.evaluate_segnet(ctx, model, "test")["miou_crf"] <= 1

@@ -163,6 +163,14 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "present_term": 0.0, "crop": 321, "scale": [0.5, 1.5], "flip": True, "workers": 4},
         "quick": {"n_train": 40, "n_val": 20, "n_test": 20, "steps": 20, "batch_size": 2, "workers": 2},
     },
+    "real_subset": {
+        # real data in the toy-sized pipeline (notebooks 01-04 with dataset=voc...): every image resized to
+        # image_size (bilinear image, nearest label), preloaded; n_* images per split. Real test labels are not
+        # public, so test = the first n_test images of the official val split, val = the last n_val images of
+        # the official train split (held out), train = the first n_train of the rest [ours]
+        "default": {"image_size": [160, 160], "n_train": 400, "n_val": 100, "n_test": 100},
+        "quick": {"n_train": 60, "n_val": 20, "n_test": 20},
+    },
 }
 
 # profile -> {section: the section it reads instead}; "toy" reads the sections themselves

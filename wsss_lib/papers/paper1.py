@@ -40,7 +40,7 @@ from ..ops.checkmask import simulate_checkmask
 from ..ops.crf import CRFParams
 from ..ops.masks import (cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask, fuse_activations,
                          refine_masks, threshold_counts)
-from .common import complete_checkpoints, config_hash, dataset_split, load_or_train, profile, state_fingerprint
+from .common import TOY_DATASETS, complete_checkpoints, config_hash, dataset_split, load_or_train, profile, state_fingerprint
 from .segmentation import train_segmentation
 
 # ----------------------------------------------------------------------------- data
@@ -76,8 +76,30 @@ def train_dataset(ctx, section: str, maps: dict | None = None):
 def split_size(ctx, split: str) -> int | None:
     """How many images of ``split`` a run uses (quick mode: subsets; see the "data" keys of the
     "classifier" / "seg" presets)."""
-    p = _preset(ctx, "seg")
+    p = real_subset(ctx) or _preset(ctx, "seg")
     return {"train": p["n_train"], "val": p["n_val"], "test": p["n_test"]}.get(split)
+
+
+def real_subset(ctx) -> dict | None:
+    """The "real_subset" preset when the run uses a real dataset in the toy-sized (preloaded)
+    pipeline (notebooks 01-04 with ``dataset="voc"``...), else None."""
+    if streamed(ctx) or ctx.dataset in TOY_DATASETS:
+        return None
+    return preset("real_subset", ctx.quick)
+
+
+def _subset_split(ctx, split: str):
+    """``(info, samples)`` of a real dataset's split in the toy-sized pipeline: test = the official
+    val split, val = the tail of the official train split held out, train = the rest (see the
+    "real_subset" preset)."""
+    p = real_subset(ctx)
+    if split == "test":
+        return dataset_split(ctx, "val")
+    info, samples = dataset_split(ctx, "train")
+    if len(samples) <= p["n_val"]:
+        raise InvalidInputError(f"{ctx.dataset}: {len(samples)} train images cannot give {p['n_val']} held-out VAL "
+                                "images and a train set; lower real_subset n_val")
+    return info, (samples[-p["n_val"]:] if split == "val" else samples[:-p["n_val"]])
 
 
 def load_split(ctx, split: str, n: int | None = None, progress: bool = False) -> InMemoryDataset:
@@ -89,13 +111,13 @@ def load_split(ctx, split: str, n: int | None = None, progress: bool = False) ->
     key = (str(ctx.data_root), ctx.dataset, split, n, streamed(ctx))
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
-    info, samples = dataset_split(ctx, split)
+    info, samples = _subset_split(ctx, split) if real_subset(ctx) else dataset_split(ctx, split)
     if n is not None:
         samples = samples[:n]
     if streamed(ctx):
         _DATA_CACHE[key] = SegmentationDataset(info, samples)
         return _DATA_CACHE[key]
-    size = _preset(ctx, "classifier")["image_size"]
+    size = (real_subset(ctx) or {}).get("image_size") or _preset(ctx, "classifier")["image_size"]
     cache = Path(ctx.out) / "cache" / f"{ctx.dataset}_{split}_{len(samples)}_{size}.pt"
     sig = [s.id for s in samples]
     ds = None
