@@ -74,7 +74,12 @@ class DatasetInfo:
 
 @dataclass
 class Sample:
-    """One index entry. ``tags`` are class indices present (None: derive from the label map)."""
+    """One index entry. ``tags`` are class indices present (None: derive from the label map).
+
+    ``neighbor``: a frame of the same video that is not itself a sample (Cityscapes
+    ``leftImg8bit_sequence``), ``neighbor_offset`` frames away (+1 = the next frame, -1 = the
+    previous one); optical flow is computed towards it (:func:`~wsss_lib.engine.shard.compute_dataset_flow`).
+    """
 
     id: str
     image: Path
@@ -82,6 +87,8 @@ class Sample:
     tags: list[int] | None = None
     clip: str = ""
     frame: int = -1
+    neighbor: Path | None = None
+    neighbor_offset: int = 0
 
 
 def safe_join(root: str | os.PathLike, rel: str) -> Path:

@@ -346,14 +346,24 @@ def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = T
     """Compute and cache the flow of every sample (see :func:`~wsss_lib.ops.flow.flow_partners` for
     the pairing): a :func:`run_sharded` job, one ``.npz`` per frame (``FlowCache.path``).
 
+    A sample with a ``neighbor`` frame (Cityscapes ``leftImg8bit_sequence``, see
+    :class:`~wsss_lib.data.base.Sample`) gets its flow towards that frame instead (negated for a
+    previous frame, ``neighbor_offset < 0``). Frames with neither get zero flow (``"zero_flow"``
+    counts them).
+
     Only missing files are computed unless ``overwrite``. ``rank``/``world``: compute only this
     process's shard (default torchrun's RANK/WORLD_SIZE, i.e. all of it single-process; under
     torchrun the ranks wait for each other at the end; counts are this rank's). Returns
-    ``{"folder", "method", "computed", "cached", "mean_magnitude"}`` (magnitude over the computed
-    frames, NaN if none).
+    ``{"folder", "method", "computed", "cached", "mean_magnitude", "zero_flow"}`` (magnitude over
+    the computed frames, NaN if none; ``zero_flow``: frames of ``samples`` without a partner frame).
     """
     params = cache.params
     partners = flow_partners(samples)
+    for i, s in enumerate(samples):
+        nb = getattr(s, "neighbor", None)
+        if nb is not None:  # the adjacent video frame beats another labelled frame of the clip
+            partners[i] = (nb, 1.0 if getattr(s, "neighbor_offset", 1) > 0 else -1.0)
+    zero = sum(1 for j, _ in partners if isinstance(j, int) and j < 0)
     cache.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(cache.folder / "params.json", json.dumps(asdict(params), indent=2, sort_keys=True).encode())
     mags: list[float] = []
@@ -369,12 +379,13 @@ def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = T
     def fn(i):
         j, sign = partners[i]
         a = img(i)
-        if j < 0:
+        if isinstance(j, int) and j < 0:
             flow = np.zeros(a.shape[:2] + (2,), np.float32)
         else:
-            b = img(j)
+            b = img(j) if isinstance(j, int) else read_image(j)
             if b.shape != a.shape:
-                raise CorruptFileError(f"frames {samples[i].image} and {samples[j].image} of one clip differ in size")
+                other = samples[j].image if isinstance(j, int) else j
+                raise CorruptFileError(f"frames {samples[i].image} and {other} of one clip differ in size")
             flow = sign * compute_flow(a, b, params, device=device)
         mags.append(float(np.linalg.norm(flow, axis=-1).mean()))
         return cache.encode(flow)
@@ -382,4 +393,5 @@ def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = T
     res = run_sharded(list(range(len(samples))), fn, lambda i: cache.path(samples[i].id), rank, world, progress,
                       overwrite=overwrite, desc=f"flow ({params.method})")
     return {"folder": str(cache.folder), "method": params.method, "computed": res["computed"],
-            "cached": res["skipped"], "mean_magnitude": float(np.mean(mags)) if mags else float("nan")}
+            "cached": res["skipped"], "mean_magnitude": float(np.mean(mags)) if mags else float("nan"),
+            "zero_flow": zero}
