@@ -9,7 +9,13 @@ Runs, each as its own process with a time limit, and collects every result into 
                  device vs pydensecrf on CPU (throughput ratio, target >= 10x on CUDA; agreement);
 4. ``masks``     ``bench_masks.py --quick``: mask extraction vs a plain forward (SmallVGG / VGG-16 at 321 px);
 5. ``torchrun``  a 1-process ``torchrun`` smoke: ``wsss train-classifier --quick`` under torchrun
-                 (NCCL on CUDA, gloo on CPU), checking it exits 0 and writes its metrics.
+                 (NCCL on CUDA, gloo on CPU), checking it exits 0 and writes its metrics;
+6. ``stream``    ``bench_stream.py --quick``: the streamed real-data path (variable-size VOC-like
+                 images read by DataLoader workers, random scale + 321 px crops, pinned batches,
+                 AMP) vs the same training in memory (images/s and their ratio); on CUDA also
+                 (``--reproduce``) ``wsss reproduce paper1 --quick`` and ``wsss reproduce paper2
+                 --quick`` end to end on fixture trees with VGG-16 (random init). On CPU: SmallVGG,
+                 throughput only. Its time limit is twice ``--step-timeout``.
 
     python benchmarks/gpu_check.py --out runs/gpu_check            # on the GPU machine
     python benchmarks/gpu_check.py --device cpu --only facts crf   # a CPU dry run of the script
@@ -30,7 +36,7 @@ from pathlib import Path
 
 from _common import REPO, start
 
-STEPS = ("facts", "train", "crf", "masks", "torchrun")
+STEPS = ("facts", "train", "crf", "masks", "torchrun", "stream")
 
 
 def _configure(p) -> None:
@@ -79,6 +85,8 @@ def main(argv=None) -> int:
         "crf": [py, str(bench / "bench_crf.py"), "--quick", "--device", device, "--only", "speed", "photos", "toy",
                 "--json", str(out / "crf.json")],
         "masks": [py, str(bench / "bench_masks.py"), "--quick", "--json", str(out / "masks.json")],
+        "stream": [py, str(bench / "bench_stream.py"), "--quick", "--device", device, "--json", str(out / "stream.json")]
+        + (["--reproduce"] if device.startswith("cuda") else []),  # VGG-16 reproduce runs: minutes on a GPU only
     }
     torchrun = shutil.which("torchrun") or str(Path(py).with_name("torchrun"))
     commands["torchrun"] = [torchrun, "--standalone", "--nproc_per_node", "1", "-m", "wsss_lib", "train-classifier",
@@ -88,7 +96,7 @@ def main(argv=None) -> int:
         if step == "facts":
             report[step] = {"rc": 0, "seconds": 0.0, "result": facts(device)}
         else:
-            rc, secs, tail = _run(commands[step], args.step_timeout)
+            rc, secs, tail = _run(commands[step], args.step_timeout * (2 if step == "stream" else 1))
             entry = {"rc": rc, "seconds": secs, "cmd": " ".join(commands[step])}
             js = out / f"{step}.json"
             if rc == 0 and js.is_file():

@@ -85,7 +85,9 @@ def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto"
     """Validate parameters, seed, select the device, create output folders; print a summary."""
     check_types(quick=quick, seed=seed, device=device, dataset=dataset, data_root=data_root, output_dir=output_dir)
 
-    base = make_context(data_root, output_dir, device, quick, seed, dataset, name)  # seeds, device, folders
+    # notebooks run the toy-sized pipeline on every dataset (real ones resized, as subsets: "real_subset" preset);
+    # the paper-scale pipeline is `wsss reproduce`
+    base = make_context(data_root, output_dir, device, quick, seed, dataset, name, preset="toy")
     ctx = NotebookContext(**{f.name: getattr(base, f.name) for f in fields(RunContext)})
     ctx.figures.mkdir(parents=True, exist_ok=True)
     if ctx.device.type == "cpu":

@@ -15,7 +15,7 @@ import sys
 from ..core.errors import WsssError
 
 # modules under wsss_lib.cli that register subcommands (missing ones are skipped)
-COMMAND_MODULES = ("run", "data", "paper1", "paper2", "study", "bench")
+COMMAND_MODULES = ("run", "data", "paper1", "paper2", "reproduce", "study", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,3 +29,20 @@ def write_metrics(out_dir, name: str, metrics: dict) -> int:
     atomic_write_bytes(path, json.dumps(to_jsonable(metrics), indent=2, sort_keys=True).encode())
     print(path)
     return 0
+
+
+def add_profile_args(p) -> None:
+    """``--preset {auto,toy,paper}`` and ``--pretrained PATH|imagenet|none`` (paper 1's pipeline)."""
+    p.add_argument("--preset", default="auto", choices=["auto", "toy", "paper"],
+                   help="preset profile: toy sizes, paper scale (streamed real data), or auto (by dataset)")
+    p.add_argument("--pretrained", default=None,
+                   help="classifier backbone weights: a torchvision VGG-16 .pth, 'imagenet' (TORCH_HOME cache) or "
+                        "'none' (random init); default: the preset's")
+
+
+def classifier_overrides(args) -> dict:
+    """The classifier preset overrides given on the command line (``--pretrained``)."""
+    p = getattr(args, "pretrained", None)
+    if p is None:
+        return {}
+    return {"pretrained": None if str(p).lower() == "none" else str(p)}

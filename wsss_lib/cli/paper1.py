@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._shared import add_pipeline_args, write_metrics
+from ._shared import add_pipeline_args, add_profile_args, classifier_overrides, write_metrics
 
 
 def _common(p) -> None:
     add_pipeline_args(p, "toy_objects", "runs/paper1", resume=True)
+    add_profile_args(p)
 
 
 def register(sub) -> None:
@@ -39,7 +40,8 @@ def register(sub) -> None:
 def _ctx(args):
     from ..papers.common import make_context  # lazy: `wsss --help` and other commands do not load every pipeline
 
-    return make_context(args.data_root, args.out, args.device, args.quick, args.seed, args.dataset)
+    return make_context(args.data_root, args.out, args.device, args.quick, args.seed, args.dataset,
+                        preset=args.preset)
 
 
 def _write(ctx, name: str, metrics: dict) -> int:
@@ -49,15 +51,16 @@ def _write(ctx, name: str, metrics: dict) -> int:
 def _classifier(ctx, args):
     from ..papers.paper1 import get_tag_classifier  # lazy: `wsss --help` and other commands do not load every pipeline
 
-    return get_tag_classifier(ctx, retrain=not args.resume, resume=args.resume, progress=args.progress)
+    return get_tag_classifier(ctx, retrain=not args.resume, resume=args.resume, progress=args.progress,
+                              **classifier_overrides(args))
 
 
 def _classifier_metrics(ctx, clf) -> dict:
-    from ..papers.paper1 import load_split  # lazy: `wsss --help` and other commands do not load every pipeline
+    from ..papers.paper1 import load_split, streamed  # lazy: `wsss --help` and other commands do not load every pipeline
     from ..engine.predict import evaluate_classifier  # lazy: `wsss --help` and other commands do not load every pipeline
 
     out = {}
-    for split in ("val", "test"):
+    for split in ("val",) if streamed(ctx) else ("val", "test"):  # real data: test labels are not public
         ds = load_split(ctx, split)
         ev = evaluate_classifier(clf, ds, classes=ds.info.foreground, device=ctx.device)
         names = [ds.info.classes[i] for i in ds.info.foreground]

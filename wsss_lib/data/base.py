@@ -11,6 +11,12 @@ Sample dict returned by :class:`SegmentationDataset` (``__getitem__``)::
     label  int64   (H, W) class indices, 255 = ignore; all 255 when the sample has no GT
     tags   float32 (C,) multi-hot over ``info.classes`` (C = len(classes), background ones included)
     index  int, id str, clip str ('' for still images), frame int (-1 for still images)
+    <name> int64   (H, W) one per extra map folder (``maps={name: folder}``, e.g. ``fg_mask``)
+
+Real datasets are *streamed*: their images differ in size, so training crops them
+(:class:`~wsss_lib.data.transforms.JointTransform`, image and maps together) and evaluation reads
+one full-size image at a time. An index may be ``(i, seed)``: the augmentation of sample ``i``
+then draws from ``numpy.random.default_rng(seed)`` (reproducible in any DataLoader worker).
 
 Paper 1 (one background class) uses ``tags[:, info.foreground]``; paper 2 uses all of ``tags``.
 """
@@ -68,7 +74,12 @@ class DatasetInfo:
 
 @dataclass
 class Sample:
-    """One index entry. ``tags`` are class indices present (None: derive from the label map)."""
+    """One index entry. ``tags`` are class indices present (None: derive from the label map).
+
+    ``neighbor``: a frame of the same video that is not itself a sample (Cityscapes
+    ``leftImg8bit_sequence``), ``neighbor_offset`` frames away (+1 = the next frame, -1 = the
+    previous one); optical flow is computed towards it (:func:`~wsss_lib.engine.shard.compute_dataset_flow`).
+    """
 
     id: str
     image: Path
@@ -76,6 +87,8 @@ class Sample:
     tags: list[int] | None = None
     clip: str = ""
     frame: int = -1
+    neighbor: Path | None = None
+    neighbor_offset: int = 0
 
 
 def safe_join(root: str | os.PathLike, rel: str) -> Path:
@@ -132,10 +145,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
     on_error: ``"raise"`` (default) stops on a corrupt file with a message naming it;
         ``"skip"`` returns the next readable sample instead and records the file in
         ``self.skipped`` (reported, never silent).
+    maps: ``{name: folder}``: extra per-sample label-like maps ``<folder>/<id>.png`` (e.g. paper 1's
+        CRF fg/bg masks), returned as ``sample[name]`` int64 ``(H, W)`` and transformed with the
+        image (a :class:`~wsss_lib.data.transforms.JointTransform` pads them with 255).
     """
 
     def __init__(self, info: DatasetInfo, samples: Sequence[Sample], size: tuple[int, int] | None = None,
-                 transform: Callable | None = None, on_error: str = "raise"):
+                 transform: Callable | None = None, on_error: str = "raise",
+                 maps: dict[str, str | os.PathLike] | None = None):
         if on_error not in ("raise", "skip"):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if len(samples) == 0:
@@ -145,7 +162,30 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.size = tuple(size) if size is not None else None
         self.transform = transform
         self.on_error = on_error
+        self.maps = {k: Path(v) for k, v in (maps or {}).items()}
+        if self.maps and transform is not None and not getattr(transform, "joint", False):
+            raise InvalidInputError("extra maps need a joint transform (data.transforms.JointTransform)")
         self.skipped: list[str] = []
+
+    def subset(self, indices: Sequence[int]) -> "SegmentationDataset":
+        """The same dataset restricted to ``indices`` (in that order)."""
+        return SegmentationDataset(self.info, [self.samples[int(i)] for i in indices], self.size, self.transform,
+                                   self.on_error, self.maps)
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.samples]
+
+    def load_map(self, name: str, index: int, shape: tuple[int, int]) -> np.ndarray:
+        """Extra map ``name`` of sample ``index`` as int64 ``(H, W)`` (must match the image's ``shape``)."""
+        path = safe_join(self.maps[name], self.samples[index].id + ".png")
+        if not path.is_file():
+            raise CorruptFileError(f"missing {name} map {path} (expected <folder>/<id>.png for every sample)")
+        m = read_label(path)
+        if m.shape != tuple(shape):
+            raise CorruptFileError(f"{name} map {path} is {m.shape[1]}x{m.shape[0]} but its image is "
+                                   f"{shape[1]}x{shape[0]}")
+        return m.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -182,11 +222,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
         tags = s.tags if s.tags is not None else tags_from_label(lab, self.info.num_classes, self.info.ignore_index)
         return img, lab, tags
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index) -> dict:
+        rng = None
+        if isinstance(index, (tuple, list)):  # (i, augmentation seed)
+            index, seed = int(index[0]), int(index[1])
+            rng = np.random.default_rng(seed)
         tries = 0
         while True:
             try:
                 img, lab, tags = self.load_arrays(index)
+                extra = [self.load_map(k, index, img.shape[:2]) for k in self.maps]
                 break
             except CorruptFileError as exc:
                 if self.on_error == "raise" or tries >= len(self.samples):
@@ -195,17 +240,23 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 index = (index + 1) % len(self.samples)
                 tries += 1
         if self.transform is not None:
-            img, lab = self.transform(img, lab)
+            if getattr(self.transform, "joint", False):  # a JointTransform: image + every map, seeded
+                img, lab, *extra = self.transform(img, lab, *extra, rng=rng)
+            else:
+                img, lab = self.transform(img, lab)
         image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
         label = torch.from_numpy(np.ascontiguousarray(lab)).long()
+        extra = [torch.from_numpy(np.ascontiguousarray(m)).long() for m in extra]
         if self.size is not None and tuple(image.shape[1:]) != self.size:
             image = torch.nn.functional.interpolate(image[None], size=self.size, mode="bilinear",
                                                     align_corners=False)[0].clamp_(0, 1)
-            label = torch.nn.functional.interpolate(label[None, None].float(), size=self.size,
-                                                    mode="nearest")[0, 0].long()
+            label, *extra = [torch.nn.functional.interpolate(m[None, None].float(), size=self.size,
+                                                             mode="nearest")[0, 0].long() for m in (label, *extra)]
         t = torch.zeros(self.info.num_classes, dtype=torch.float32)
         if tags:
             t[torch.as_tensor(tags, dtype=torch.long)] = 1.0
         s = self.samples[index]
-        return {"image": image, "label": label, "tags": t, "index": index, "id": s.id,
-                "clip": s.clip, "frame": s.frame}
+        out = {"image": image, "label": label, "tags": t, "index": index, "id": s.id,
+               "clip": s.clip, "frame": s.frame}
+        out.update(zip(self.maps, extra))
+        return out

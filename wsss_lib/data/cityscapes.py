@@ -6,6 +6,9 @@ Expected layout (the official ``leftImg8bit_trainvaltest.zip`` + ``gtFine_trainv
     <root>/gtFine/{train,val,test}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png
     (optional, for optical flow) <root>/leftImg8bit_sequence/{split}/{city}/..._leftImg8bit.png
 
+With ``leftImg8bit_sequence`` present, each sample's ``neighbor`` is the next frame of its
+30-frame snippet (``frame + 1``), else the previous one (``neighbor_offset`` -1), else None.
+
 Label files hold the 34 Cityscapes *label ids*; the mapping to the 19 *train ids* (everything else
 -> 255) is the 256-entry look-up table :data:`LABEL_ID_TO_TRAIN_ID`, set as
 ``DatasetInfo.label_map`` and applied by :class:`~wsss_lib.data.base.SegmentationDataset` at load
@@ -61,8 +64,12 @@ def cityscapes_info() -> DatasetInfo:
                        moving=list(range(11, 19)), label_map=LABEL_ID_TO_TRAIN_ID.copy())
 
 
-def load_cityscapes(root: str | os.PathLike, split: str = "train") -> tuple[DatasetInfo, list[Sample]]:
+def load_cityscapes(root: str | os.PathLike, split: str = "train",
+                    sequence: bool = True) -> tuple[DatasetInfo, list[Sample]]:
     """Index ``split`` (train/val/test) of a Cityscapes root: ``(info, samples)`` sorted by city/seq/frame.
+
+    ``sequence``: fill each sample's ``neighbor`` (the adjacent frame for optical flow) from
+    ``leftImg8bit_sequence`` when that folder exists (:func:`cityscapes_neighbor_frame`).
 
     Raises one :class:`~wsss_lib.core.errors.DatasetLayoutError` (expected tree + download URL) when the
     folders are missing or a listed image has no ``gtFine`` label (train/val).
@@ -98,6 +105,13 @@ def load_cityscapes(root: str | os.PathLike, split: str = "train") -> tuple[Data
         raise dataset_layout_error("cityscapes", root, f"no *_leftImg8bit.png images under leftImg8bit/{split}/",
                                    CITYSCAPES_TREE, CITYSCAPES_URL)
     samples.sort(key=lambda s: (s.clip, s.frame))
+    if sequence and (root / "leftImg8bit_sequence" / split).is_dir():
+        for s in samples:
+            for off in (1, -1):
+                nb = cityscapes_neighbor_frame(root, s, off)
+                if nb is not None:
+                    s.neighbor, s.neighbor_offset = nb, off
+                    break
     return cityscapes_info(), samples
 
 

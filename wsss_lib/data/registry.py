@@ -109,8 +109,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
 
 def dataset_fingerprint(name: str, root: str | os.PathLike | None = None) -> str:
     """A short hash of a generated dataset's ``manifest.json`` (generator version + parameters), ""
-    for datasets without one (real datasets do not change under a fixed root). Caches derived from
-    the frames (optical flow) carry it, so regenerated data never reads a stale cache."""
+    for datasets without one (real datasets do not change under a fixed root), except Cityscapes
+    with a ``leftImg8bit_sequence`` folder: ``"seq"`` (its flow is computed towards the
+    neighbouring frames, not zero). Caches derived from the frames (optical flow) and the video
+    models' data ids carry it, so regenerated data or newly added sequences never read a stale cache."""
+    if name == "cityscapes":
+        return "seq" if (resolve_root(name, root) / "leftImg8bit_sequence").is_dir() else ""
     path = resolve_root(name, root) / "manifest.json"
     try:
         return hashlib.sha1(path.read_bytes()).hexdigest()[:8]

@@ -45,6 +45,7 @@ from ..ops.flow import FlowParams, compute_flow, flow_partners, resolve_method
 from ..ops.heatmaps import class_heatmaps
 from ..ops.masks import extract_masks, refine_masks
 from .distributed import barrier as _barrier
+from .train import is_streamed
 from .distributed import get_rank, get_world_size, shard_bounds
 
 __all__ = ["shard", "shard_indices", "resolve_rank_world", "run_sharded", "safe_relpath", "dataset_ids",
@@ -226,6 +227,9 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
     the dense CRF (:func:`~wsss_lib.ops.masks.refine_masks` with ``crf`` = a
     :class:`~wsss_lib.ops.crf.CRFParams`/dict; ``crf=None`` thresholds the fused map instead).
 
+    A streamed dataset (full-size images of different sizes, :func:`~wsss_lib.engine.train.is_streamed`)
+    runs one forward per image and the CRF on each batch of ``batch_size`` images (``crf_workers``).
+
     Writes ``<out_dir>/<id>.png`` (0 = background, 1 = foreground, the format of
     :func:`wsss_lib.core.io.write_masks`) and, with ``save_probs``, ``<out_dir>/<id>.npz`` (``fg``
     float16 ``(H, W)`` in [0, 1]). Returns :func:`run_sharded`'s summary.
@@ -239,15 +243,21 @@ def extract_masks_job(classifier: torch.nn.Module, dataset, out_dir: str | os.Pa
         return [out_dir / f"{rel}.png", out_dir / f"{rel}.npz"] if save_probs else out_dir / f"{rel}.png"
 
     def fn(batch):
-        images = _images(dataset, batch)
-        fused = extract_masks(classifier, images, None, batch_size=batch_size, device=device, **mask_kw)["fused"]
-        if crf is not None:
-            u8 = to_uint8_image(images)
-            probs = torch.from_numpy(refine_masks(list(u8), fused, threshold, crf, workers=crf_workers,
-                                                          device=select_device(device)))
-            fg = probs >= 0.5
+        if is_streamed(dataset):  # full-size images of different sizes: one forward each, the CRF on the batch
+            images = [dataset[int(i)]["image"][None] for i in batch]
+            fused = [extract_masks(classifier, x, None, batch_size=1, device=device, **mask_kw)["fused"][0]
+                     for x in images]
+            u8 = [to_uint8_image(x)[0] for x in images]
         else:
-            probs, fg = fused, fused >= threshold
+            images = _images(dataset, batch)
+            fused = extract_masks(classifier, images, None, batch_size=batch_size, device=device, **mask_kw)["fused"]
+            u8 = list(to_uint8_image(images))
+        if crf is not None:
+            probs = refine_masks(u8, list(fused), threshold, crf, workers=crf_workers, device=select_device(device))
+            probs = [torch.from_numpy(np.asarray(q)) for q in probs]
+            fg = [q >= 0.5 for q in probs]
+        else:
+            probs, fg = fused, [f >= threshold for f in fused]
         if save_probs:
             return [[fg[k].numpy(), {"fg": probs[k].half().numpy()}] for k in range(len(batch))]
         return [fg[k].numpy() for k in range(len(batch))]
@@ -336,14 +346,24 @@ def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = T
     """Compute and cache the flow of every sample (see :func:`~wsss_lib.ops.flow.flow_partners` for
     the pairing): a :func:`run_sharded` job, one ``.npz`` per frame (``FlowCache.path``).
 
+    A sample with a ``neighbor`` frame (Cityscapes ``leftImg8bit_sequence``, see
+    :class:`~wsss_lib.data.base.Sample`) gets its flow towards that frame instead (negated for a
+    previous frame, ``neighbor_offset < 0``). Frames with neither get zero flow (``"zero_flow"``
+    counts them).
+
     Only missing files are computed unless ``overwrite``. ``rank``/``world``: compute only this
     process's shard (default torchrun's RANK/WORLD_SIZE, i.e. all of it single-process; under
     torchrun the ranks wait for each other at the end; counts are this rank's). Returns
-    ``{"folder", "method", "computed", "cached", "mean_magnitude"}`` (magnitude over the computed
-    frames, NaN if none).
+    ``{"folder", "method", "computed", "cached", "mean_magnitude", "zero_flow"}`` (magnitude over
+    the computed frames, NaN if none; ``zero_flow``: frames of ``samples`` without a partner frame).
     """
     params = cache.params
     partners = flow_partners(samples)
+    for i, s in enumerate(samples):
+        nb = getattr(s, "neighbor", None)
+        if nb is not None:  # the adjacent video frame beats another labelled frame of the clip
+            partners[i] = (nb, 1.0 if getattr(s, "neighbor_offset", 1) > 0 else -1.0)
+    zero = sum(1 for j, _ in partners if isinstance(j, int) and j < 0)
     cache.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(cache.folder / "params.json", json.dumps(asdict(params), indent=2, sort_keys=True).encode())
     mags: list[float] = []
@@ -359,12 +379,13 @@ def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = T
     def fn(i):
         j, sign = partners[i]
         a = img(i)
-        if j < 0:
+        if isinstance(j, int) and j < 0:
             flow = np.zeros(a.shape[:2] + (2,), np.float32)
         else:
-            b = img(j)
+            b = img(j) if isinstance(j, int) else read_image(j)
             if b.shape != a.shape:
-                raise CorruptFileError(f"frames {samples[i].image} and {samples[j].image} of one clip differ in size")
+                other = samples[j].image if isinstance(j, int) else j
+                raise CorruptFileError(f"frames {samples[i].image} and {other} of one clip differ in size")
             flow = sign * compute_flow(a, b, params, device=device)
         mags.append(float(np.linalg.norm(flow, axis=-1).mean()))
         return cache.encode(flow)
@@ -372,4 +393,5 @@ def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = T
     res = run_sharded(list(range(len(samples))), fn, lambda i: cache.path(samples[i].id), rank, world, progress,
                       overwrite=overwrite, desc=f"flow ({params.method})")
     return {"folder": str(cache.folder), "method": params.method, "computed": res["computed"],
-            "cached": res["skipped"], "mean_magnitude": float(np.mean(mags)) if mags else float("nan")}
+            "cached": res["skipped"], "mean_magnitude": float(np.mean(mags)) if mags else float("nan"),
+            "zero_flow": zero}

@@ -70,6 +70,11 @@ def step_seed(seed: int, step: int) -> int:
     return (int(seed) * 1_000_003 + int(step) * 7919 + 17) % (2**63 - 1)
 
 
+def item_seed(seed: int, step: int, position: int) -> int:
+    """The augmentation seed of the ``position``-th sample of the global batch of step ``step``."""
+    return (int(seed) * 1_000_003 + int(step) * 7919 + int(position) * 104_729 + 31) % (2**63 - 1)
+
+
 def collate_dicts(items: list[dict]) -> dict:
     """Stack tensors / numbers of a list of sample dicts; other values become lists."""
     out = {}
@@ -137,6 +142,13 @@ class InMemoryDataset(torch.utils.data.Dataset):
         return np.ascontiguousarray(self.images.permute(0, 2, 3, 1).numpy())
 
 
+def is_streamed(dataset) -> bool:
+    """True for a dataset read sample by sample at the stored size (a
+    :class:`~wsss_lib.data.base.SegmentationDataset` with ``size=None``, e.g. real data whose
+    images differ in size); in-memory datasets and fixed-size datasets are preloaded instead."""
+    return not hasattr(dataset, "get_batch") and hasattr(dataset, "samples") and getattr(dataset, "size", 0) is None
+
+
 def preload(dataset, progress: bool = False, desc: str = "load") -> InMemoryDataset:
     """Read every sample of a :class:`~wsss_lib.data.base.SegmentationDataset` (or any dataset of
     sample dicts with equal-size images) into an :class:`InMemoryDataset`."""
@@ -160,11 +172,45 @@ def preload(dataset, progress: bool = False, desc: str = "load") -> InMemoryData
     return InMemoryDataset(images, torch.stack(labs), torch.stack(tags), ids, getattr(dataset, "info", None))
 
 
-def _fetch(dataset, idx: np.ndarray, collate) -> dict:
+def seeded_items(dataset) -> bool:
+    """Whether ``dataset`` takes ``(index, seed)`` items (a streamed dataset with a joint transform,
+    :class:`~wsss_lib.data.transforms.JointTransform`): its augmentation is then seeded per sample."""
+    return bool(getattr(getattr(dataset, "transform", None), "joint", False))
+
+
+def step_items(dataset, n: int, batch_size: int, seed: int, step: int,
+               local: Callable[[np.ndarray], np.ndarray] = lambda idx: idx) -> list:
+    """This rank's dataset items of training step ``step``: indices (:func:`batch_indices`), or
+    ``(index, item_seed)`` pairs for :func:`seeded_items` datasets (the seed depends on the sample's
+    position in the *global* batch, so augmentation does not depend on the number of processes)."""
+    idx = local(batch_indices(n, batch_size, seed, step))
+    if not seeded_items(dataset):
+        return [int(i) for i in idx]
+    pos = local(np.arange(batch_size))
+    return [(int(i), item_seed(seed, step, int(p))) for i, p in zip(idx, pos)]
+
+
+def _fetch(dataset, idx, collate) -> dict:
     if collate is None and hasattr(dataset, "get_batch"):
         return dataset.get_batch(idx)
-    items = [dataset[int(i)] for i in idx]
+    items = [dataset[i if isinstance(i, tuple) else int(i)] for i in idx]
     return (collate or collate_dicts)(items)
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Batch sampler of a :class:`torch.utils.data.DataLoader`: the items of steps ``start..stop-1``
+    (:func:`step_items`), so workers read exactly what the in-process path reads."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, start: int, stop: int, local):
+        self.dataset, self.n, self.bs, self.seed = dataset, len(dataset), batch_size, seed
+        self.start, self.stop, self.local = start, stop, local
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield step_items(self.dataset, self.n, self.bs, self.seed, step, self.local)
 
 
 def _pinned(batch: dict) -> dict:
@@ -172,7 +218,8 @@ def _pinned(batch: dict) -> dict:
 
 
 def batch_stream(dataset, batch_size: int, seed: int, start: int, steps: int, collate: Callable | None = None,
-                 prefetch: int = 2, local: Callable[[np.ndarray], np.ndarray] = lambda idx: idx, pin: bool = False):
+                 prefetch: int = 2, local: Callable[[np.ndarray], np.ndarray] = lambda idx: idx, pin: bool = False,
+                 workers: int = 0):
     """Yield the batches of steps ``start..steps-1`` (indices from :func:`batch_indices`, so the
     order is the same with or without prefetching, and after a resume).
 
@@ -181,12 +228,22 @@ def batch_stream(dataset, batch_size: int, seed: int, start: int, steps: int, co
     (in memory) are sliced in place instead. ``local`` maps global indices to this rank's share.
     ``pin``: page-locked batches (CUDA), pinned in the background threads, so that the copies to
     the GPU (``.to(device, non_blocking=True)``) overlap with compute.
+    ``workers`` > 0 (datasets read from disk): a :class:`torch.utils.data.DataLoader` with that
+    many worker processes decodes and augments the batches (same items, same order, same
+    augmentation seeds as in process: :func:`step_items`); ``prefetch`` batches per worker.
     """
     n = len(dataset)
     pin = bool(pin and torch.cuda.is_available())
+    if int(workers) > 0 and not hasattr(dataset, "get_batch") and start < steps:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=_StepBatches(dataset, batch_size, seed, start, steps, local),
+            num_workers=int(workers), collate_fn=collate or collate_dicts, pin_memory=pin,
+            prefetch_factor=max(1, int(prefetch)))
+        yield from loader
+        return
 
     def fetch(step: int) -> dict:
-        batch = _fetch(dataset, local(batch_indices(n, batch_size, seed, step)), collate)
+        batch = _fetch(dataset, step_items(dataset, n, batch_size, seed, step, local), collate)
         return _pinned(batch) if pin and isinstance(batch, dict) else batch
 
     if prefetch <= 0 or (not pin and collate is None and hasattr(dataset, "get_batch")):
@@ -227,7 +284,8 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
         checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int = 100, resume: bool = True,
         amp: bool = True, config: dict | None = None, progress: bool = True, collate: Callable | None = None,
         desc: str = "train", stop_after: int | None = None, grad_clip: float | None = None,
-        cpu_bf16: bool | None = None, channels_last: bool | None = None, prefetch: int = 2) -> dict:
+        cpu_bf16: bool | None = None, channels_last: bool | None = None, prefetch: int = 2,
+        workers: int = 0) -> dict:
     """Train ``model`` for ``steps`` optimiser steps; returns the history
     ``{"step": [...], "loss": [...], "lr": [...], "time": [...], "seconds": float, "resumed_from": int,
     "complete": bool}`` (``time``: seconds from the start of the run that made each step).
@@ -245,6 +303,7 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
     channels_last: NHWC weights (default: on CPU, where oneDNN convolutions are faster with it).
     prefetch: batches read ahead in background threads for datasets read from disk, and on CUDA
         for every dataset (pinned memory); 0 = off. See :func:`batch_stream`.
+    workers: DataLoader worker processes for datasets read from disk (0: background threads).
     """
     steps, batch_size = int(steps), int(batch_size)
     if steps < 1 or batch_size < 1 or not lr > 0:
@@ -313,7 +372,7 @@ def fit(model: torch.nn.Module, dataset, loss_step: LossStep, *, steps: int, bat
     last = steps if stop_after is None else max(start, min(steps, int(stop_after)))
     done_steps = start  # steps completed so far
     batches = batch_stream(dataset, batch_size, seed, start, last, collate, prefetch, ddp.local,
-                           pin=device.type == "cuda")
+                           pin=device.type == "cuda", workers=workers)
     try:
         for step, batch in zip(range(start, last), batches):
             torch.manual_seed(step_seed(seed, step))
@@ -398,7 +457,10 @@ def train_classifier(classifier: torch.nn.Module, dataset, *, classes: Sequence[
                      **fit_kw) -> dict:
     """Multi-label tag training of a :class:`~wsss_lib.models.TagClassifier` (see :func:`fit` for
     ``fit_kw``: device, seed, checkpoint_path, config, amp, progress...). ``classes``: tag columns
-    to predict (default all)."""
+    to predict (default all). A streamed dataset (:func:`is_streamed`) is read by ``workers=``
+    DataLoader processes through its joint transform (crops: equal-size batches)."""
     fit_kw.setdefault("desc", "classifier")
+    if is_streamed(dataset) and getattr(dataset.transform, "flip", False):
+        augment = False  # the joint transform flips already
     return fit(classifier, dataset, classifier_loss_step(classes, augment), steps=steps, batch_size=batch_size,
                lr=lr, optimizer=optimizer, **fit_kw)

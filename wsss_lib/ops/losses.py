@@ -179,16 +179,22 @@ def loss_weight(value, name: str) -> float:
     return w
 
 
-def fgbg_regions(fg_tags: torch.Tensor, fg_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fgbg_regions(fg_tags: torch.Tensor, fg_mask: torch.Tensor,
+                 valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Paper 1 regions: ``fg_tags`` (B, K) {0,1}, ``fg_mask`` (B, H, W) in [0, 1] ->
     (regions ``(B, K+1, H, W)``: class 0 = ``1 - mask``, class k = ``mask``; present ``(B, K+1)``
-    with background always present)."""
+    with background always present). ``valid`` (B, H, W) bool: pixels outside it (crop padding)
+    belong to no region."""
     if fg_mask.ndim != 3 or fg_tags.ndim != 2 or fg_mask.shape[0] != fg_tags.shape[0]:
         raise InvalidInputError(f"fg_tags must be (B, K) and fg_mask (B, H, W) with the same B; got "
                                 f"{tuple(fg_tags.shape)} and {tuple(fg_mask.shape)}")
     m = fg_mask.float().clamp(0, 1)
     k = fg_tags.shape[1]
     regions = torch.cat([(1 - m)[:, None], m[:, None].expand(-1, k, -1, -1)], dim=1)
+    if valid is not None:
+        if tuple(valid.shape) != tuple(fg_mask.shape):
+            raise InvalidInputError(f"valid must be (B, H, W) = {tuple(fg_mask.shape)}, got {tuple(valid.shape)}")
+        regions = regions * valid.to(regions.device, regions.dtype)[:, None]
     present = torch.cat([torch.ones_like(fg_tags[:, :1]), fg_tags], dim=1).float()
     return regions, present
 
@@ -248,7 +254,8 @@ def present_tag_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, pooling: s
 
 def fgbg_prior_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, fg_mask: torch.Tensor, pooling: str = "mean",
                     absent_pooling: str = "max", lse_r: float = 5.0, accepted: torch.Tensor | None = None,
-                    tag_pooling: str = "max", reduction: str = "mean", present_term: float = 0.0) -> torch.Tensor:
+                    tag_pooling: str = "max", reduction: str = "mean", present_term: float = 0.0,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
     """Paper 1's loss with the built-in fg/bg prior [ours reconstruction, see papers README]::
 
         L = -1/|L| sum_{k in L} log pool_{fg} S^k  -  log pool_{bg} S^0  -  1/|L̄| sum_{k in L̄} log(1 - max S^k)
@@ -265,14 +272,15 @@ def fgbg_prior_loss(seg_logits: torch.Tensor, fg_tags: torch.Tensor, fg_mask: to
     (weight and pooling [ours]); images without a present foreground class get 0 from it. It is
     added to the *accepted* images only: a rejected image's :func:`tags_only_loss` already holds
     this very term (same classes, same pooling) with weight 1, so it is not added a second time
-    there. ``reduction``: "mean", "sum" or "none" (``(B,)``).
+    there. ``reduction``: "mean", "sum" or "none" (``(B,)``). ``valid`` ``(B, H, W)`` bool: only
+    these pixels count in the fg / bg regions (crop padding is left out; :func:`fgbg_regions`).
     """
     _check(seg_logits)
     if fg_tags.shape[1] != seg_logits.shape[1] - 1:
         raise InvalidInputError(f"fg_tags must have K = {seg_logits.shape[1] - 1} columns (seg_logits has K+1 "
                                 f"classes), got {tuple(fg_tags.shape)}")
     weight = loss_weight(present_term, "present_term")
-    regions, present = fgbg_regions(fg_tags, fg_mask)
+    regions, present = fgbg_regions(fg_tags, fg_mask, valid)
     loss = region_loss(seg_logits, regions.to(seg_logits.device), present.to(seg_logits.device), pooling,
                        absent_pooling, separate=(0,), lse_r=lse_r, reduction="none")
     if weight > 0:

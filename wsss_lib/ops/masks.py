@@ -243,25 +243,32 @@ def threshold_masks(maps, threshold: float = 0.5):
     return maps >= threshold
 
 
-def choose_threshold(maps, labels, thresholds: Sequence[float] = tuple(np.linspace(0.05, 0.95, 19)),
-                     ignore_index: int = 255) -> tuple[float, dict[float, float]]:
-    """Pick the threshold with the best pooled mask IoU (use VAL maps, never test).
-
-    ``maps`` float ``(N, H, W)`` in [0, 1]; ``labels`` int ``(N, H, W)`` (non-zero = fg, 255 ignored).
-    Returns ``(best threshold, {threshold: iou})``.
-    """
+def threshold_counts(maps, labels, thresholds: Sequence[float], ignore_index: int = 255) -> np.ndarray:
+    """Pooled counts for :func:`choose_threshold`: ``(T, 2)`` int64 ``[intersection, union]`` of
+    ``maps >= t`` with the ground-truth foreground for each threshold ``t``. Counts of several
+    batches (e.g. full-size images of different sizes, one at a time) add up."""
     m = torch.as_tensor(np.asarray(maps)).float()
     t = torch.as_tensor(np.asarray(labels))
     keep = t != ignore_index
-    g = (t != 0) & keep
+    g = ((t != 0) & keep)[keep]
     m = m[keep]
-    g = g[keep]
-    scores = {}
-    for th in thresholds:
+    out = np.zeros((len(thresholds), 2), np.int64)
+    for k, th in enumerate(thresholds):
         p = m >= th
-        tp = (p & g).sum().item()
-        den = (p | g).sum().item()
-        scores[float(th)] = tp / den if den else 1.0
+        out[k] = ((p & g).sum().item(), (p | g).sum().item())
+    return out
+
+
+def choose_threshold(maps, labels, thresholds: Sequence[float] = tuple(np.linspace(0.05, 0.95, 19)),
+                     ignore_index: int = 255, counts: np.ndarray | None = None) -> tuple[float, dict[float, float]]:
+    """Pick the threshold with the best pooled mask IoU (use VAL maps, never test).
+
+    ``maps`` float ``(N, H, W)`` in [0, 1]; ``labels`` int ``(N, H, W)`` (non-zero = fg, 255 ignored).
+    Or ``counts``: summed :func:`threshold_counts` (then ``maps``/``labels`` are not read).
+    Returns ``(best threshold, {threshold: iou})``.
+    """
+    c = counts if counts is not None else threshold_counts(maps, labels, thresholds, ignore_index)
+    scores = {float(th): (float(i / u) if u else 1.0) for th, (i, u) in zip(thresholds, c)}
     best = max(scores, key=scores.get)
     return best, scores
 
@@ -301,9 +308,15 @@ def extract_masks(classifier: torch.nn.Module, images: torch.Tensor, tags: torch
 def refine_masks(images: Sequence[np.ndarray], maps, threshold: float = 0.5, params=None,
                  workers: int | None = None, progress: bool = False, device=None) -> np.ndarray:
     """Dense-CRF smoothing of fg maps: ``images`` N uint8 ``(H, W, 3)``, ``maps`` float ``(N, H, W)``
-    in [0, 1] -> refined fg probabilities float32 ``(N, H, W)``. The maps are first calibrated so
+    in [0, 1] -> refined fg probabilities float32 ``(N, H, W)`` (lists of ``(H_i, W_i)`` maps of images
+    of different sizes -> a list of ``(H_i, W_i)``). The maps are first calibrated so
     ``threshold`` -> 0.5 (:func:`calibrate`); threshold the result at 0.5. ``device``: a CUDA device
     runs the CRF batched there (:func:`~wsss_lib.ops.crf.crf_batch`)."""
+    if isinstance(maps, (list, tuple)):  # images of different sizes: a list in, a list out
+        probs = [np.ascontiguousarray(calibrate(np.asarray(x.cpu() if torch.is_tensor(x) else x, np.float32),
+                                                threshold), dtype=np.float32) for x in maps]
+        return crf_batch(list(images), probs, params, workers=workers, progress=progress, desc="CRF masks",
+                         device=device)
     m = np.asarray(maps.cpu() if torch.is_tensor(maps) else maps, dtype=np.float32)
     probs = [np.ascontiguousarray(calibrate(x, threshold), dtype=np.float32) for x in m]
     out = crf_batch(list(images), probs, params, workers=workers, progress=progress, desc="CRF masks", device=device)

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from ..core.checkpoint import load_checkpoint
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, InvalidInputError
 from ..core.io import plain_config
 from ..core.results import output_dir
 from ..core.runtime import seed_everything, select_device
-from ..core.config import preset
+from ..core.config import PROFILES, preset
 from ..data.registry import default_data_root, load_dataset
 
 TOY_DATASETS = ("toy_objects", "toy_streets")
@@ -48,6 +48,7 @@ class RunContext:
     seed: int = 0
     dataset: str = "toy_objects"
     name: str = "cli"
+    preset: str = "auto"  # preset profile: "toy", "paper" or "auto" (toy datasets -> toy, real ones -> paper)
 
     @property
     def checkpoints(self) -> Path:
@@ -55,15 +56,26 @@ class RunContext:
 
 
 def make_context(data_root=None, out=None, device="auto", quick: bool = False, seed: int = 0,
-                 dataset: str = "toy_objects", name: str = "cli") -> RunContext:
+                 dataset: str = "toy_objects", name: str = "cli", preset: str = "auto") -> RunContext:
     """A :class:`RunContext`: seeds everything, selects the device, creates ``<out>/checkpoints``
     (``out`` default: env ``WSSS_OUTPUT_DIR``, else ``./runs/latest``)."""
     seed_everything(seed)
     out = output_dir(out)
+    if preset not in ("auto", *PROFILES):
+        raise InvalidInputError(f"unknown preset {preset!r}; known: auto, {', '.join(PROFILES)}")
     ctx = RunContext(Path(data_root) if data_root else default_data_root(), out, select_device(device), bool(quick),
-                     int(seed), dataset, name)
+                     int(seed), dataset, name, preset)
     ctx.checkpoints.mkdir(parents=True, exist_ok=True)
     return ctx
+
+
+def profile(ctx) -> str:
+    """The preset profile of a run (:data:`~wsss_lib.core.config.PROFILES`): ``ctx.preset``, where
+    "auto" means "toy" on the generated datasets and "paper" (paper scale, streamed) on real ones."""
+    p = getattr(ctx, "preset", "auto")
+    if p == "auto":
+        return "toy" if ctx.dataset in TOY_DATASETS else "paper"
+    return p
 
 
 def dataset_split(ctx, split: str, clips: int | None = None):

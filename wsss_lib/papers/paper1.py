@@ -18,6 +18,8 @@ split is only evaluated.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +29,18 @@ import torch
 from ..core.checkpoint import load_checkpoint, save_checkpoint
 from ..core.config import preset
 from ..core.errors import CheckpointError, InvalidInputError
-from ..core.io import plain_config, write_masks
+from ..core.io import atomic_write_bytes, plain_config, read_label, write_masks
 from ..data.base import SegmentationDataset
-from ..engine.predict import evaluate_segmentation_both
+from ..data.transforms import JointTransform
+from ..engine.predict import evaluate_classifier, evaluate_segmentation_both, iterate_samples
+from ..engine.shard import extract_masks_job
 from ..engine.train import InMemoryDataset, preload, train_classifier
 from ..models import SegNet, TagClassifier, build_backbone
 from ..ops.checkmask import simulate_checkmask
 from ..ops.crf import CRFParams
 from ..ops.masks import (cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask, fuse_activations,
-                         refine_masks)
-from .common import complete_checkpoints, config_hash, dataset_split, load_or_train, state_fingerprint
+                         refine_masks, threshold_counts)
+from .common import TOY_DATASETS, complete_checkpoints, config_hash, dataset_split, load_or_train, profile, state_fingerprint
 from .segmentation import train_segmentation
 
 # ----------------------------------------------------------------------------- data
@@ -44,24 +48,76 @@ from .segmentation import train_segmentation
 _DATA_CACHE: dict[tuple, InMemoryDataset] = {}
 
 
+def _preset(ctx, section: str, **overrides) -> dict:
+    """``section`` of the presets for this run's quick flag and profile (toy or paper scale)."""
+    return preset(section, ctx.quick, profile(ctx), **overrides)
+
+
+def streamed(ctx) -> bool:
+    """Whether the run streams its data (the "paper" profile: real, variable-size images, read from
+    disk by DataLoader workers, cropped for training, scored at full size) instead of preloading it."""
+    return profile(ctx) == "paper"
+
+
+def train_dataset(ctx, section: str, maps: dict | None = None):
+    """The training data of a "classifier" or "seg" step: the preloaded train split (toy), or the
+    streamed train split with the section's joint transform (random scale, padded crop, flip) and
+    extra ``maps`` (``{"fg_mask": folder}``) (paper profile)."""
+    if not streamed(ctx):
+        return load_split(ctx, "train")
+    cfg = _preset(ctx, section)
+    if not cfg.get("crop"):
+        raise InvalidInputError(f"streamed training needs a crop size in the {section!r} preset")
+    ds = load_split(ctx, "train")
+    return SegmentationDataset(ds.info, ds.samples, transform=JointTransform(int(cfg["crop"]), tuple(cfg["scale"]),
+                                                                             bool(cfg["flip"])), maps=maps)
+
+
 def split_size(ctx, split: str) -> int | None:
     """How many images of ``split`` a run uses (quick mode: subsets; see the "data" keys of the
     "classifier" / "seg" presets)."""
-    p = preset("seg", ctx.quick)
+    p = real_subset(ctx) or _preset(ctx, "seg")
     return {"train": p["n_train"], "val": p["n_val"], "test": p["n_test"]}.get(split)
+
+
+def real_subset(ctx) -> dict | None:
+    """The "real_subset" preset when the run uses a real dataset in the toy-sized (preloaded)
+    pipeline (notebooks 01-04 with ``dataset="voc"``...), else None."""
+    if streamed(ctx) or ctx.dataset in TOY_DATASETS:
+        return None
+    return preset("real_subset", ctx.quick)
+
+
+def _subset_split(ctx, split: str):
+    """``(info, samples)`` of a real dataset's split in the toy-sized pipeline: test = the official
+    val split, val = the tail of the official train split held out, train = the rest (see the
+    "real_subset" preset)."""
+    p = real_subset(ctx)
+    if split == "test":
+        return dataset_split(ctx, "val")
+    info, samples = dataset_split(ctx, "train")
+    if len(samples) <= p["n_val"]:
+        raise InvalidInputError(f"{ctx.dataset}: {len(samples)} train images cannot give {p['n_val']} held-out VAL "
+                                "images and a train set; lower real_subset n_val")
+    return info, (samples[-p["n_val"]:] if split == "val" else samples[:-p["n_val"]])
 
 
 def load_split(ctx, split: str, n: int | None = None, progress: bool = False) -> InMemoryDataset:
     """The first ``n`` images (default :func:`split_size`) of ``split`` as an :class:`InMemoryDataset`
-    (cached in memory and under ``<out>/cache``). Toy data is generated on first use."""
+    (cached in memory and under ``<out>/cache``). Toy data is generated on first use. A streamed run
+    (:func:`streamed`) gets a full-size :class:`~wsss_lib.data.base.SegmentationDataset` instead
+    (nothing preloaded; tags derived from the label maps)."""
     n = split_size(ctx, split) if n is None else n
-    key = (str(ctx.data_root), ctx.dataset, split, n)
+    key = (str(ctx.data_root), ctx.dataset, split, n, streamed(ctx))
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
-    info, samples = dataset_split(ctx, split)
+    info, samples = _subset_split(ctx, split) if real_subset(ctx) else dataset_split(ctx, split)
     if n is not None:
         samples = samples[:n]
-    size = preset("classifier", ctx.quick)["image_size"]
+    if streamed(ctx):
+        _DATA_CACHE[key] = SegmentationDataset(info, samples)
+        return _DATA_CACHE[key]
+    size = (real_subset(ctx) or {}).get("image_size") or _preset(ctx, "classifier")["image_size"]
     cache = Path(ctx.out) / "cache" / f"{ctx.dataset}_{split}_{len(samples)}_{size}.pt"
     sig = [s.id for s in samples]
     ds = None
@@ -85,7 +141,7 @@ def load_split(ctx, split: str, n: int | None = None, progress: bool = False) ->
 
 def classifier_config(ctx, **overrides) -> dict:
     """The classifier section of the presets (+ overrides) plus the run's seed and dataset."""
-    cfg = preset("classifier", ctx.quick, **overrides)
+    cfg = _preset(ctx, "classifier", **overrides)
     cfg.update(seed=int(ctx.seed), dataset=ctx.dataset, n_train=split_size(ctx, "train"))
     return plain_config(cfg)
 
@@ -114,7 +170,7 @@ def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume
     with ``name="cam_classifier"`` for the faithful CAM baseline). Returns ``(classifier (eval
     mode), info)`` with ``info = {"config", "trained": bool, "history": {...}, "seconds": float}``."""
     cfg = classifier_config(ctx, **overrides)
-    train = load_split(ctx, "train")
+    train = train_dataset(ctx, "classifier")
     fg = train.info.foreground
     model = build_classifier(cfg, len(fg))
     path = Path(ctx.out) / "checkpoints" / f"{name}.pt"
@@ -122,6 +178,7 @@ def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume
     def fit_it():
         return train_classifier(model, train, classes=fg, steps=cfg["steps"], batch_size=cfg["batch_size"],
                                 lr=cfg["lr"], optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"],
+                                momentum=cfg.get("momentum", 0.9), workers=cfg.get("workers", 0),
                                 device=ctx.device, seed=ctx.seed, checkpoint_path=path, resume=resume and not retrain,
                                 config=cfg, progress=progress, checkpoint_every=max(50, cfg["steps"] // 4))
 
@@ -131,12 +188,12 @@ def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume
 # ----------------------------------------------------------------------------- masks
 
 def mask_config(ctx, **overrides) -> dict:
-    return plain_config(preset("masks", ctx.quick, **overrides))
+    return plain_config(_preset(ctx, "masks", **overrides))
 
 
 def crf_params(ctx, **overrides):
     """:class:`~wsss_lib.ops.crf.CRFParams` from the "crf" preset (+ overrides)."""
-    p = preset("crf", ctx.quick, **overrides)
+    p = _preset(ctx, "crf", **overrides)
     return CRFParams(**{k: v for k, v in p.items() if k in CRFParams.__dataclass_fields__})
 
 
@@ -168,7 +225,7 @@ def compute_masks(ctx, classifier, split: str, progress: bool = False, **overrid
 def choose_thresholds(ctx, val_maps: dict[str, torch.Tensor]) -> dict[str, float]:
     """Thresholds of the fused map and of CAM with the best pooled mask IoU on VAL."""
     val = load_split(ctx, "val")
-    grid = preset("masks", ctx.quick)["thresholds"]
+    grid = _preset(ctx, "masks")["thresholds"]
     return {name: choose_threshold(val_maps[name], val.labels.long(), grid)[0] for name in ("fused", "cam")}
 
 
@@ -188,7 +245,7 @@ def refine_split(ctx, split: str, maps: torch.Tensor, threshold: float, params=N
         except CheckpointError:
             q = None
     if q is None:
-        q = refine_masks(ds.uint8_images(), maps, threshold, params, workers=preset("crf", ctx.quick)["workers"],
+        q = refine_masks(ds.uint8_images(), maps, threshold, params, workers=_preset(ctx, "crf")["workers"],
                          progress=progress, device=ctx.device)
         save_checkpoint({"probs": torch.from_numpy(q).half(), "key": plain_config(key)}, path)
     if write_png:
@@ -196,10 +253,67 @@ def refine_split(ctx, split: str, maps: torch.Tensor, threshold: float, params=N
     return q
 
 
+def streamed_masks(ctx, classifier, progress: bool = False) -> dict[str, Any]:
+    """The mask step on streamed (real, full-size) data, resumable after a kill:
+
+    1. the threshold of the fused map with the best pooled mask IoU over the first ``n_threshold``
+       VAL images (counts summed image by image), stored in ``<folder>/threshold.json``;
+    2. CRF-refined fg/bg masks of every train image and of those VAL images, written once per image
+       as ``<folder>/<split>/<id>.png`` (0/1) by :func:`~wsss_lib.engine.shard.extract_masks_job`
+       (sharded under torchrun, finished images skipped on a re-run);
+    3. the VAL mask IoU of the raw fused map (at the threshold) and of the CRF masks.
+
+    ``<folder>`` = ``<out>/masks/streamed_<hash of masks + crf presets + classifier weights>``.
+    Returns ``{"thresholds": {"fused": t}, "scores": {"val": {"fused": {"iou"}, "fused_crf": {"iou"}}},
+    "dirs": {"train": Path, "val": Path}, "n_val": int}``.
+    """
+    mcfg = mask_config(ctx)
+    params = crf_params(ctx)
+    fuse_kw = {k: mcfg[k] for k in ("layers", "weights", "aggregate", "normalize", "align", "normalize_each")}
+    key = {"masks": mcfg, "crf": params.to_dict(), "classifier": state_fingerprint(classifier), "dataset": ctx.dataset,
+           "n_train": split_size(ctx, "train")}
+    folder = Path(ctx.out) / "masks" / f"streamed_{config_hash(key)}"
+    val = load_split(ctx, "val")
+    n_th = len(val) if mcfg["n_threshold"] is None else min(int(mcfg["n_threshold"]), len(val))
+    val = val.subset(range(n_th))
+    grid = mcfg["thresholds"]
+    th_file = folder / "threshold.json"
+    if th_file.is_file():
+        chosen = json.loads(th_file.read_text())
+    else:
+        counts = np.zeros((len(grid), 2), np.int64)
+        for s in iterate_samples(val, progress=progress, desc="VAL threshold"):
+            fused = extract_masks(classifier, s["image"][None], None, device=ctx.device, **fuse_kw)["fused"][0]
+            counts += threshold_counts(fused, s["label"], grid)
+        t, scores = choose_threshold(None, None, grid, counts=counts)
+        chosen = {"threshold": t, "val_iou": scores[t], "scores": {str(k): v for k, v in scores.items()}, "n_val": n_th}
+        atomic_write_bytes(th_file, json.dumps(chosen, indent=2).encode())
+    dirs = {"train": folder / "train", "val": folder / "val"}
+    for split, ds in (("train", load_split(ctx, "train")), ("val", val)):
+        extract_masks_job(classifier, ds, dirs[split], threshold=chosen["threshold"], crf=params,
+                          batch_size=mcfg["batch_size"], device=ctx.device, crf_workers=params_workers(ctx),
+                          progress=progress, **fuse_kw)
+    crf_counts = np.zeros((1, 2), np.int64)
+    for i, sid in enumerate(val.ids):
+        crf_counts += threshold_counts(read_label(dirs["val"] / f"{sid}.png").astype(np.float32),
+                                       val.load_arrays(i)[1], [0.5])
+    return {"thresholds": {"fused": chosen["threshold"]}, "dirs": dirs, "n_val": n_th,
+            "scores": {"val": {"fused": {"iou": chosen["val_iou"]},
+                               "fused_crf": {"iou": float(crf_counts[0, 0] / max(1, crf_counts[0, 1]))}}}}
+
+
+def params_workers(ctx) -> int | None:
+    """CRF worker processes of the run (the "crf" preset's ``workers``; None = every core)."""
+    return _preset(ctx, "crf")["workers"]
+
+
 def mask_pipeline(ctx, classifier, progress: bool = False) -> dict[str, Any]:
     """Everything notebooks 2-4 need: VAL-chosen thresholds, fused/CAM maps and CRF masks for
     val/test/train, and their mask scores. Returns a dict with keys ``thresholds``, ``maps``
-    ({split: {...}}), ``crf`` ({split: (N, H, W) probs}), ``scores`` ({split: {method: scores}})."""
+    ({split: {...}}), ``crf`` ({split: (N, H, W) probs}), ``scores`` ({split: {method: scores}}).
+    A streamed run (real data) returns :func:`streamed_masks` instead (masks as PNG folders)."""
+    if streamed(ctx):
+        return streamed_masks(ctx, classifier, progress)
     maps = {s: compute_masks(ctx, classifier, s, progress=progress) for s in ("val", "test", "train")}
     th = choose_thresholds(ctx, maps["val"])
     crf = {s: refine_split(ctx, s, maps[s]["fused"], th["fused"], write_png=(s == "train"), progress=progress)
@@ -223,7 +337,7 @@ def cam_baseline(ctx, progress: bool = False, splits=("val", "test")) -> dict:
     "crf": {"test": (N, H, W) probs}, "scores": {"test": {"cam": ..., "cam_crf": ...}}}``."""
     clf, _ = get_tag_classifier(ctx, progress=progress, name="cam_classifier", **CAM_CLASSIFIER)
     maps = {s: compute_masks(ctx, clf, s, cam_normalize="minmax")["cam"] for s in splits}
-    grid = preset("masks", ctx.quick)["thresholds"]
+    grid = _preset(ctx, "masks")["thresholds"]
     th = choose_threshold(maps["val"], load_split(ctx, "val").labels.long(), grid)[0]
     crf = refine_split(ctx, "test", maps["test"], th, progress=progress)
     lab = load_split(ctx, "test").labels.long()
@@ -235,7 +349,7 @@ def cam_baseline(ctx, progress: bool = False, splits=("val", "test")) -> dict:
 # ----------------------------------------------------------------------------- segmentation
 
 def seg_config(ctx, mode: str, **overrides) -> dict:
-    cfg = preset("seg", ctx.quick, **{k: v for k, v in overrides.items() if k in preset("seg", ctx.quick)})
+    cfg = _preset(ctx, "seg", **{k: v for k, v in overrides.items() if k in _preset(ctx, "seg")})
     cfg.pop("mode_steps")  # the mode's own steps are in "steps" (seg_run): other modes' schedules are not its config
     cfg.update(mode=mode, seed=int(ctx.seed), dataset=ctx.dataset)
     extra = {k: v for k, v in overrides.items() if k not in cfg}
@@ -244,8 +358,10 @@ def seg_config(ctx, mode: str, **overrides) -> dict:
 
 
 def build_segnet(cfg: dict, clf_cfg: dict, num_classes: int):
+    """A SegNet on the classifier's backbone architecture (its weights come from the classifier,
+    :meth:`~wsss_lib.models.SegNet.init_from_classifier`, or a checkpoint: nothing is downloaded)."""
     torch.manual_seed(int(cfg.get("seed", 0)))
-    return SegNet(build_backbone_from(clf_cfg), num_classes, head=cfg["head"], width=cfg["head_width"],
+    return SegNet(build_backbone_from({**clf_cfg, "pretrained": None}), num_classes, head=cfg["head"], width=cfg["head_width"],
                   dilation=cfg["dilation"], dropout=cfg["dropout"])
 
 
@@ -255,10 +371,17 @@ def get_segnet(ctx, name: str, mode: str, classifier, masks=None, accepted=None,
     (backbone initialised from ``classifier``) with ``mode`` "prior" | "tags" | "full".
     ``masks`` (N, H, W) in [0, 1] for "prior"; ``accepted`` (N,) for check-mask. Returns
     ``(model, info)``."""
-    train = load_split(ctx, "train")
     clf_cfg = classifier_config(ctx)
     cfg = seg_config(ctx, mode, **overrides)
-    if masks is not None:
+    if streamed(ctx):  # masks: the folder of the train masks' PNGs (its name holds their config hash)
+        if accepted is not None:
+            raise InvalidInputError("check-mask is not available on streamed (real) data yet")
+        train = train_dataset(ctx, "seg", maps=None if masks is None else {"fg_mask": Path(masks)})
+        if masks is not None:
+            cfg["masks_fingerprint"] = Path(masks).parent.name
+    else:
+        train = load_split(ctx, "train")
+    if masks is not None and not streamed(ctx):
         cfg["masks_fingerprint"] = float(torch.as_tensor(np.asarray(masks, dtype=np.float32)).double().sum())
     if accepted is not None:
         cfg["accepted_fingerprint"] = int(np.asarray(accepted).sum())
@@ -267,11 +390,12 @@ def get_segnet(ctx, name: str, mode: str, classifier, masks=None, accepted=None,
     num_classes = train.info.num_classes
     model = build_segnet(cfg, clf_cfg, num_classes)
     path = Path(ctx.out) / "checkpoints" / f"segnet_{name}.pt"
-    m = None if masks is None else torch.as_tensor(np.asarray(masks, dtype=np.float32))
+    m = None if masks is None or streamed(ctx) else torch.as_tensor(np.asarray(masks, dtype=np.float32))
 
     def fit_it():
         model.init_from_classifier(classifier)
         return train_segmentation(model, train, mode, masks=m, accepted=accepted, pooling=cfg["pooling"],
+                                  momentum=cfg.get("momentum", 0.9), workers=cfg.get("workers", 0),
                                   tag_pooling=cfg["tag_pooling"], rejected=cfg["rejected"],
                                   present_term=cfg["present_term"], steps=cfg["steps"],
                                   batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
@@ -289,8 +413,8 @@ def evaluate_segnet(ctx, model, split: str = "test", crf: bool = True, return_pr
     ds = load_split(ctx, split)
     params = crf_params(ctx) if crf else None
     res = evaluate_segmentation_both(model, ds, ds.info.num_classes, params, device=ctx.device,
-                                     workers=preset("crf", ctx.quick)["workers"],
-                                     return_predictions=return_predictions)
+                                     workers=params_workers(ctx), return_predictions=return_predictions,
+                                     io_workers=_preset(ctx, "seg").get("workers", 0) if streamed(ctx) else 0)
     raw = res["raw"].summary(ds.info.classes)
     out = {"miou": raw["miou"], "iou": raw["iou"], "pixel_acc": raw["pixel_acc"]}
     if res["crf"] is not None:
@@ -306,21 +430,24 @@ SEG_KINDS = ("prior", "tags", "full", "checkmask")
 
 
 def train_masks(ctx, classifier, progress: bool = False) -> torch.Tensor:
-    """The training masks of paper 1: CRF-refined fused maps of the train split, binarised (N, H, W)."""
+    """The training masks of paper 1: CRF-refined fused maps of the train split, binarised (N, H, W);
+    a streamed run: the folder of their ``<id>.png`` files (:func:`streamed_masks`)."""
     mp = mask_pipeline(ctx, classifier, progress=progress)
+    if streamed(ctx):
+        return mp["dirs"]["train"]
     return torch.from_numpy(mp["crf"]["train"] >= 0.5).float()
 
 
 def checkmask_acceptance(ctx, masks: torch.Tensor, tau: float | None = None) -> dict:
     """Simulated check-mask clicks on the train masks (:func:`wsss_lib.ops.checkmask.simulate_checkmask`)."""
-    tau = preset("seg", ctx.quick)["tau"] if tau is None else tau
+    tau = _preset(ctx, "seg")["tau"] if tau is None else tau
     return simulate_checkmask(masks, load_split(ctx, "train").labels.long(), tau=tau)
 
 
 def mode_steps(ctx, mode: str) -> int:
     """Training steps of seg ``mode`` ("prior" | "tags" | "full"): the "seg" preset's ``mode_steps``
     (chosen on VAL), else its ``steps``."""
-    p = preset("seg", ctx.quick)
+    p = _preset(ctx, "seg")
     return int(p["mode_steps"].get(mode, p["steps"]))
 
 
@@ -336,6 +463,8 @@ def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: s
         classifier, _ = get_tag_classifier(ctx, progress=progress)
     masks = accepted = None
     extra = {}
+    if kind == "checkmask" and streamed(ctx):
+        raise InvalidInputError("check-mask is not available on streamed (real) data yet; use prior, tags or full")
     if kind in ("prior", "checkmask"):
         masks = train_masks(ctx, classifier)
     if kind == "checkmask":
@@ -383,3 +512,68 @@ def stage_maps(classifier, ds: InMemoryDataset, indices, stages=("conv1", "conv2
     maps["cam"] = cam_maps(out["score_maps"], ds.tags[idx][:, ds.info.foreground].to(x.device), size).cpu()
     maps["_stages"] = {k: v.float().cpu() for k, v in out["stages"].items()}
     return maps
+
+
+# ----------------------------------------------------------------------------- the whole pipeline
+
+# paper 1's reported VOC 2012 numbers [summary, papers README]: from tags only
+PAPER1_REPORTED = {"val_miou": 0.466, "test_miou": 0.480, "val_miou_checkmask": 0.515}
+
+
+def scaled_steps(steps: int, scale: float) -> int:
+    """``steps`` multiplied by ``scale`` (at least 1): ``--steps-scale`` for short trial runs."""
+    return max(1, int(round(int(steps) * float(scale))))
+
+
+def reproduce(ctx, pretrained: str | None = None, steps_scale: float = 1.0, progress: bool = True,
+              split: str = "val") -> dict[str, Any]:
+    """Paper 1 end to end, each step a cached load-or-compute (a killed run resumes where it stopped):
+    tag classifier -> fg/bg masks (conv4 + conv5, 2-label CRF; written per image, resumable) ->
+    DeepLab-LargeFOV with the fg/bg prior loss -> evaluation on ``split`` without and with the
+    test-time CRF. ``pretrained``: the classifier's ImageNet weights (a path or "imagenet"; None =
+    the preset's). ``steps_scale`` multiplies every training's steps.
+
+    Returns ``{"rows": [{"step", "metric", "measured", "paper"}], "metrics": {...}, "seconds": {...}}``.
+    """
+    seconds, metrics = {}, {}
+    t0 = time.time()
+    over = {} if pretrained is None else {"pretrained": None if str(pretrained).lower() == "none" else pretrained}
+    clf_steps = _preset(ctx, "classifier")["steps"]
+    if steps_scale != 1.0:
+        over["steps"] = scaled_steps(clf_steps, steps_scale)
+    clf, info = get_tag_classifier(ctx, progress=progress, **over)
+    val = load_split(ctx, split)
+    ev = evaluate_classifier(clf, val, classes=val.info.foreground, device=ctx.device)
+    metrics["classifier"] = {"map": ev["map"], "steps": info["config"]["steps"], "trained_now": info["trained"]}
+    seconds["classifier"] = time.time() - t0
+    t0 = time.time()
+    mp = mask_pipeline(ctx, clf, progress=progress)
+    metrics["masks"] = {"threshold": mp["thresholds"]["fused"], **{k: v["iou"] for k, v in mp["scores"]["val"].items()}}
+    seconds["masks"] = time.time() - t0
+    t0 = time.time()
+    seg_over = {"steps": scaled_steps(mode_steps(ctx, "prior"), steps_scale)}
+    model, sinfo = seg_run(ctx, "prior", clf, progress=progress, **seg_over)
+    seconds["seg_train"] = time.time() - t0
+    t0 = time.time()
+    res = evaluate_segnet(ctx, model, split, crf=True)
+    seconds["seg_eval"] = time.time() - t0
+    metrics["seg"] = {"miou": res["miou"], "miou_crf": res["miou_crf"], "iou": res["iou"], "iou_crf": res["iou_crf"],
+                      "steps": sinfo["config"]["steps"], "trained_now": sinfo["trained"]}
+    ref = PAPER1_REPORTED["val_miou"] if split == "val" else None
+    n = len(val)
+    rows = [
+        {"step": "tag classifier", "metric": f"{split.upper()} mAP ({n} images)", "measured": ev["map"], "paper": None},
+        {"step": "fg/bg mask (fused conv layers)", "metric": f"{split.upper()} mask IoU ({mp['n_val']} images)",
+         "measured": metrics["masks"]["fused"], "paper": None},
+        {"step": "fg/bg mask + 2-label CRF", "metric": f"{split.upper()} mask IoU ({mp['n_val']} images)",
+         "measured": metrics["masks"]["fused_crf"], "paper": None},
+        {"step": "segmentation (fg/bg prior)", "metric": f"{split.upper()} mIoU ({n} images, full size)",
+         "measured": res["miou"], "paper": ref},
+        {"step": "segmentation + test-time CRF", "metric": f"{split.upper()} mIoU ({n} images, full size)",
+         "measured": res["miou_crf"], "paper": ref},
+    ]
+    return {"rows": rows, "metrics": metrics, "seconds": seconds,
+            "config": {"dataset": ctx.dataset, "profile": profile(ctx), "quick": ctx.quick, "seed": ctx.seed,
+                       "device": str(ctx.device), "steps_scale": steps_scale,
+                       "classifier": info["config"], "seg": sinfo["config"], "masks": mask_config(ctx),
+                       "crf": crf_params(ctx).to_dict()}}

@@ -22,6 +22,7 @@ the shuffled one deranges the clips by ``ctx.seed``.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -38,14 +39,51 @@ from ..ops.crf import CRFParams
 from ..ops.flow import FlowParams
 from ..ops.losses import median_frequency_weights
 from ..ops.masks import evaluate_masks
-from .common import complete_checkpoints, dataset_split, load_or_train
+from .common import TOY_DATASETS, complete_checkpoints, dataset_split, load_or_train, profile
 from .video import (KINDS, base_kind, build_video_model, compute_fgbg_masks, compute_regions, flow_control,
-                    model_config, evaluate_predictions, evaluate_video, fg_binary_labels, load_video_data,
-                    pseudo_label_scores, single_bg_label_map, train_video_model, uses_flow)
+                    model_config, evaluate_predictions, evaluate_video, evaluate_video_full_size, fg_binary_labels,
+                    load_video_data, pseudo_label_scores, single_bg_label_map, train_video_model, uses_flow)
 
 FULL_LOSSES = ("plain", "balanced")
 
 SPLITS = ("train", "val", "test")
+
+
+def _preset(ctx, section: str, **overrides) -> dict:
+    """``section`` of the presets for this run's quick flag and profile (toy or paper scale,
+    :func:`~wsss_lib.papers.common.profile`: "streets_classifier" -> "paper2_classifier", "video_seg"
+    -> "paper2_video_seg" on real data)."""
+    return preset(section, ctx.quick, profile(ctx), **overrides)
+
+
+# real datasets: the split whose frames stand for each of the pipeline's splits. Cityscapes' test labels are
+# not public, so its official val split is the pipeline's "test" (and "val") [ours]; CamVid has all three
+REAL_SPLITS = {"cityscapes": {"test": "val"}}
+
+
+def source_split(ctx, split: str) -> str:
+    """The dataset split read for the pipeline's ``split`` (:data:`REAL_SPLITS`; toy data: itself)."""
+    return REAL_SPLITS.get(ctx.dataset, {}).get(split, split)
+
+
+def frame_size(ctx) -> tuple[int, int] | None:
+    """``(H, W)`` that a real dataset's frames are resized to before they are preloaded
+    (``image_size[dataset]`` of the paper-scale ``paper2_video_seg`` preset, in both profiles);
+    None for the toy datasets (stored size)."""
+    if ctx.dataset in TOY_DATASETS:
+        return None
+    sizes = preset("paper2_video_seg", ctx.quick)["image_size"]
+    if ctx.dataset not in sizes:
+        raise InvalidInputError(f"no frame size for dataset {ctx.dataset!r} in the paper2_video_seg preset "
+                                f"(image_size has {sorted(sizes)})")
+    return tuple(int(v) for v in sizes[ctx.dataset])
+
+
+def backbone_kwargs(cfg: dict) -> dict:
+    """Backbone keywords of a classifier config: widths/depths (small_vgg) or pretrained (vgg16)."""
+    if cfg["backbone"] == "small_vgg":
+        return {"widths": cfg["widths"], "depths": cfg["depths"]}
+    return {"pretrained": cfg.get("pretrained")}
 
 
 def flow_cache_root(ctx) -> Path:
@@ -65,7 +103,7 @@ def flow_cache_root(ctx) -> Path:
 def flow_cache(ctx, **overrides):
     """The :class:`~wsss_lib.engine.shard.FlowCache` of ``ctx.dataset`` with the ``flow`` preset's method
     and its ``params`` (:class:`~wsss_lib.ops.flow.FlowParams` overrides); each setting has its own folder."""
-    cfg = preset("flow", ctx.quick, **overrides)
+    cfg = _preset(ctx, "flow", **overrides)
     return FlowCache(flow_cache_root(ctx), ctx.dataset, FlowParams(method=cfg["method"], **cfg["params"]),
                      dataset_fingerprint(ctx.dataset, ctx.data_root))
 
@@ -73,14 +111,20 @@ def flow_cache(ctx, **overrides):
 def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, **flow_overrides) -> dict:
     """Index, compute/cache flow for, and load every split of ``ctx.dataset`` into memory.
 
+    Real datasets: each split reads :func:`source_split` (Cityscapes' "test" = its official val),
+    frames are resized to :func:`frame_size` (bilinear; labels nearest; flow resized and rescaled),
+    and the flow of a Cityscapes frame goes to its ``leftImg8bit_sequence`` neighbour.
+
     Returns ``{"info", "samples": {split: [...]}, "data": {split: InMemoryDataset with flow},
-    "flow": {split: compute summary}, "flow_cache": FlowCache}``.
+    "flow": {split: compute summary}, "flow_cache": FlowCache, "size": (H, W) or None}``.
     """
-    fcfg = preset("flow", ctx.quick, **flow_overrides)
+    fcfg = _preset(ctx, "flow", **flow_overrides)
     cache = None
-    out = {"samples": {}, "data": {}, "flow": {}, "flow_cache": None, "flow_config": fcfg if flow else None}
+    size = frame_size(ctx)
+    out = {"samples": {}, "data": {}, "flow": {}, "flow_cache": None, "flow_config": fcfg if flow else None,
+           "size": size}
     for split in splits:
-        info, samples = dataset_split(ctx, split, preset("video_seg", ctx.quick)["clips"].get(split))
+        info, samples = dataset_split(ctx, source_split(ctx, split), _preset(ctx, "video_seg")["clips"].get(split))
         out["info"] = info
         out["samples"][split] = samples
         out["fingerprint"] = dataset_fingerprint(ctx.dataset, ctx.data_root)
@@ -88,7 +132,7 @@ def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, *
             cache = out["flow_cache"] = flow_cache(ctx, **flow_overrides)
         if cache is not None:
             out["flow"][split] = compute_dataset_flow(samples, cache, progress=progress)
-        out["data"][split] = load_video_data(info, samples, flow_cache=cache, max_flow=fcfg["max_flow"],
+        out["data"][split] = load_video_data(info, samples, size=size, flow_cache=cache, max_flow=fcfg["max_flow"],
                                              flow_normalisation=fcfg["normalisation"], flow_subtract=fcfg["subtract"],
                                              progress=progress)
     return out
@@ -100,6 +144,8 @@ def _data_id(streets: dict, flow: bool = False) -> dict:
            "n": {k: len(v) for k, v in streets["samples"].items()}}
     if streets.get("fingerprint"):  # a regenerated toy dataset (same sizes, new generator) retrains
         out["fingerprint"] = streets["fingerprint"]
+    if streets.get("size"):  # real frames resized: another size retrains
+        out["size"] = list(streets["size"])
     if flow and streets.get("flow_config"):  # how the motion input was made: a change must retrain
         out["flow"] = dict(streets["flow_config"])
     return out
@@ -109,20 +155,20 @@ def get_classifier(ctx, streets: dict, progress: bool = True, **overrides):
     """The multi-label tag classifier over all classes (``streets_classifier`` preset): loaded from
     ``checkpoints/streets_classifier.pt`` when its config matches, else trained. Returns
     ``(classifier, info_dict)`` with tag mAP/accuracy on the test split."""
-    cfg = preset("streets_classifier", ctx.quick, **overrides)
+    cfg = _preset(ctx, "streets_classifier", **overrides)
     info = streets["info"]
     clf = build_heatmap_classifier(info.num_classes, backbone=cfg["backbone"], last_stage=cfg["last_stage"],
                                    pooling=cfg["pooling"], lse_r=cfg["lse_r"], hidden=cfg["hidden"],
-                                   dropout=cfg["dropout"], widths=cfg["widths"],
-                                   depths=cfg["depths"])
+                                   dropout=cfg["dropout"], **backbone_kwargs(cfg))
     path = ctx.checkpoints / "streets_classifier.pt"
     config = {"classifier": cfg, "data": _data_id(streets), "seed": ctx.seed}
 
     def fit_it():
         return train_classifier(clf, streets["data"]["train"], steps=cfg["steps"], batch_size=cfg["batch_size"],
                                 lr=cfg["lr"], optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"],
-                                device=ctx.device, seed=ctx.seed, checkpoint_path=path, resume=True, config=config,
-                                progress=progress, desc="streets classifier")
+                                momentum=cfg.get("momentum", 0.9), device=ctx.device, seed=ctx.seed,
+                                checkpoint_path=path, resume=True, config=config, progress=progress,
+                                desc="streets classifier")
 
     run = load_or_train(path, config, clf, fit_it, ctx.device, what="streets classifier")
     hist = run["history"]
@@ -136,7 +182,7 @@ def get_classifier(ctx, streets: dict, progress: bool = True, **overrides):
 def fg_classifier_config(ctx, **overrides) -> dict:
     """Settings of the single-background baseline's classifier: the ``streets_classifier`` preset with
     the ``streets_fg_classifier`` section on top (``last_stage: conv5``), then ``overrides``."""
-    return preset("streets_classifier", ctx.quick, **{**preset("streets_fg_classifier", ctx.quick), **overrides})
+    return _preset(ctx, "streets_classifier", **{**_preset(ctx, "streets_fg_classifier"), **overrides})
 
 
 def get_fg_classifier(ctx, streets: dict, progress: bool = True, **overrides):
@@ -150,16 +196,16 @@ def get_fg_classifier(ctx, streets: dict, progress: bool = True, **overrides):
     fg = list(info.foreground)
     clf = build_heatmap_classifier(len(fg), backbone=cfg["backbone"], last_stage=cfg["last_stage"],
                                    pooling=cfg["pooling"], lse_r=cfg["lse_r"], hidden=cfg["hidden"],
-                                   dropout=cfg["dropout"], widths=cfg["widths"], depths=cfg["depths"])
+                                   dropout=cfg["dropout"], **backbone_kwargs(cfg))
     path = ctx.checkpoints / "streets_fg_classifier.pt"
     config = {"classifier": cfg, "classes": fg, "data": _data_id(streets), "seed": ctx.seed}
 
     def fit_it():
         return train_classifier(clf, streets["data"]["train"], classes=fg, steps=cfg["steps"],
                                 batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
-                                weight_decay=cfg["weight_decay"], device=ctx.device, seed=ctx.seed,
-                                checkpoint_path=path, resume=True, config=config, progress=progress,
-                                desc="streets fg classifier")
+                                weight_decay=cfg["weight_decay"], momentum=cfg.get("momentum", 0.9),
+                                device=ctx.device, seed=ctx.seed, checkpoint_path=path, resume=True, config=config,
+                                progress=progress, desc="streets fg classifier")
 
     run = load_or_train(path, config, clf, fit_it, ctx.device, what="streets fg classifier")
     hist = run["history"]
@@ -173,10 +219,10 @@ def get_fg_classifier(ctx, streets: dict, progress: bool = True, **overrides):
 def heatmap_config(ctx, **overrides) -> dict:
     """The heatmap -> region settings (``heatmaps`` preset) as keyword arguments of
     :func:`wsss_lib.papers.video.compute_regions`."""
-    cfg = preset("heatmaps", ctx.quick, **overrides)
+    cfg = _preset(ctx, "heatmaps", **overrides)
     crf = None
     if cfg["crf"]:
-        crf = CRFParams(**{k: v for k, v in preset("crf", ctx.quick).items() if k != "workers"}) \
+        crf = CRFParams(**{k: v for k, v in _preset(ctx, "crf").items() if k != "workers"}) \
             if "crf" in PRESETS else CRFParams()
     return {"layer": cfg["layer"], "normalisation": cfg["normalisation"], "threshold": cfg["threshold"],
             "mode": cfg["mode"], "crf": crf}
@@ -205,7 +251,7 @@ def get_fgbg_masks(ctx, classifier=None, streets: dict | None = None, split: str
         raise InvalidInputError("get_fgbg_masks needs streets (load_streets)")
     if classifier is None:
         classifier, _ = get_fg_classifier(ctx, streets, progress=progress)
-    cfg = preset("video_seg", ctx.quick)
+    cfg = _preset(ctx, "video_seg")
     info = streets["info"]
     ds = streets["data"][split]
     res = compute_fgbg_masks(classifier, ds, layers=cfg["fgbg_layers"], val_ds=streets["data"].get("val"),
@@ -264,7 +310,7 @@ def get_video_model(ctx, kind: str, streets: dict, classifier=None, regions: tor
     checkpoint config so a change of supervision retrains. Steps: :func:`kind_steps`; ``full``'s
     loss: :func:`full_class_weights`.
     """
-    cfg = preset("video_seg", ctx.quick, **overrides)
+    cfg = _preset(ctx, "video_seg", **overrides)
     cfg["steps"] = kind_steps(cfg, kind, overrides)
     base = base_kind(kind)
     info = streets["info"]
@@ -284,7 +330,8 @@ def get_video_model(ctx, kind: str, streets: dict, classifier=None, regions: tor
             init_from(model, classifier, partial=True, head=False)
         return train_video_model(kind, model, split_data(ctx, streets, "train", kind), info, regions=regions,
                                  fg_masks=fg_masks, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                                 optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"], pooling=cfg["pooling"],
+                                 optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"],
+                                 momentum=cfg.get("momentum", 0.9), pooling=cfg["pooling"],
                                  absent_pooling=cfg["absent_pooling"],
                                  class_weights=full_class_weights(cfg, streets) if base == "full" else None,
                                  device=ctx.device, seed=ctx.seed, checkpoint_path=path, resume=True, config=config,
@@ -294,12 +341,21 @@ def get_video_model(ctx, kind: str, streets: dict, classifier=None, regions: tor
     return model, {**run["history"], "seconds": run["seconds"], "steps": cfg["steps"]}
 
 
-def evaluate_model(ctx, kind: str, model, streets: dict, split: str = "test", label_map=None) -> dict:
+def evaluate_model(ctx, kind: str, model, streets: dict, split: str = "test", label_map=None,
+                   full_size: bool | None = None) -> dict:
     """:func:`wsss_lib.papers.video.evaluate_video` on ``split`` as ``kind`` sees it (:func:`split_data`:
     the motion controls on their flow control; single_bg: with its label map and the
-    oracle-background ceiling, ``"oracle_bg"``)."""
+    oracle-background ceiling, ``"oracle_bg"``). ``full_size`` (default: when the frames were
+    resized, i.e. real data): score at the stored label resolution
+    (:func:`~wsss_lib.papers.video.evaluate_video_full_size`)."""
     if base_kind(kind) == "single_bg" and label_map is None:
         raise InvalidInputError("single_bg needs its label_map (get_fgbg_masks(...)['label_map'])")
+    if full_size is None:
+        full_size = streets.get("size") is not None
+    if full_size:
+        return evaluate_video_full_size(model, split_data(ctx, streets, split, kind), streets["samples"][split],
+                                        streets["info"], device=ctx.device, label_map=label_map,
+                                        oracle_bg=kind == "single_bg")
     return evaluate_video(model, split_data(ctx, streets, split, kind), streets["info"], device=ctx.device,
                           label_map=label_map, oracle_bg=kind == "single_bg")
 
@@ -343,7 +399,7 @@ def run_video_experiment(ctx, kinds=None, progress: bool = True, streets: dict |
     """Everything notebook 07 compares: returns ``{"streets", "classifier", "fg_classifier" (single_bg),
     "regions", "fgbg", "models": {kind: model}, "results": {kind: scores on test}, "histories": {kind:
     history}}`` (``evaluate=False``: no ``results``)."""
-    kinds = list(kinds or preset("video_seg", ctx.quick)["kinds"])
+    kinds = list(kinds or _preset(ctx, "video_seg")["kinds"])
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise InvalidInputError(f"unknown video model kind(s) {bad}; use {', '.join(KINDS)}")
@@ -378,3 +434,92 @@ def load_video_checkpoints(ctx, streets: dict) -> dict:
         lm = single_bg_label_map(info, streets["data"]["train"].labels) if kind == "single_bg" else None
         out[kind] = (model, lm)
     return out
+
+
+# ----------------------------------------------------------------------------- the whole pipeline
+
+# kinds `wsss reproduce paper2` may train (the motion controls need >= 2 clips per split: CamVid only)
+REPRODUCE_KINDS = KINDS
+
+
+def scaled_steps(steps: int, scale: float) -> int:
+    """``steps`` multiplied by ``scale`` (at least 1): ``--steps-scale`` for short trial runs."""
+    return max(1, int(round(int(steps) * float(scale))))
+
+
+def reproduce(ctx, kinds=None, pretrained: str | None = None, steps_scale: float = 1.0,
+              progress: bool = True) -> dict:
+    """Paper 2 end to end on a real video dataset, each step a cached load-or-compute (a killed run
+    resumes where it stopped; a finished one retrains nothing):
+
+    frames of train/test resized and preloaded with their optical flow (cached on disk per frame,
+    Cityscapes: towards the ``leftImg8bit_sequence`` neighbour) -> tags from the label maps (every
+    class present, background ones included) -> heatmap classifier over all classes -> heatmap
+    regions of the training frames -> the video models ``kinds`` (default: the preset's, appearance
+    and two-stream) trained with the heatmap-region loss -> scores on test (Cityscapes: its official
+    val) at the stored label resolution.
+
+    ``pretrained``: the classifier backbone's ImageNet weights (a path, "imagenet" or "none";
+    None = the preset's). ``steps_scale`` multiplies every training's steps.
+
+    Returns ``{"rows": [{"kind", "miou", "bg_miou", "fg_miou", "moving_miou"}], "metrics": {...},
+    "seconds": {...}, "config": {...}}``.
+    """
+    kinds = list(kinds or _preset(ctx, "video_seg")["kinds"])
+    bad = [k for k in kinds if k not in REPRODUCE_KINDS]
+    if bad:
+        raise InvalidInputError(f"unknown video model kind(s) {bad}; use {', '.join(REPRODUCE_KINDS)}")
+    seconds, metrics = {}, {}
+    t0 = time.time()
+    streets = load_streets(ctx, splits=("train", "test"), flow=any(uses_flow(k) for k in kinds), progress=progress)
+    for split, fl in streets["flow"].items():
+        if fl["zero_flow"] == len(streets["samples"][split]):
+            hint = (" (expected leftImg8bit_sequence/{split}/{city}/{city}_{seq}_{frame+1}_leftImg8bit.png next to "
+                    "each labelled frame)" if ctx.dataset == "cityscapes" else " (no two frames of one clip)")
+            raise InvalidInputError(f"{ctx.dataset} under {ctx.data_root}: no frame of {source_split(ctx, split)} has "
+                                    f"a neighbouring frame for optical flow{hint}; the two-stream model needs them")
+    metrics["data"] = {split: {"frames": len(v), "source_split": source_split(ctx, split),
+                               "zero_flow": streets["flow"].get(split, {}).get("zero_flow")}
+                       for split, v in streets["samples"].items()}
+    metrics["data"]["size"] = list(streets["size"]) if streets["size"] else None
+    seconds["data_and_flow"] = time.time() - t0
+    t0 = time.time()
+    clf_over, fg_over = {}, {}
+    if pretrained is not None:
+        clf_over["pretrained"] = fg_over["pretrained"] = None if str(pretrained).lower() == "none" else str(pretrained)
+    if steps_scale != 1.0:
+        clf_over["steps"] = scaled_steps(_preset(ctx, "streets_classifier")["steps"], steps_scale)
+        fg_over["steps"] = scaled_steps(fg_classifier_config(ctx)["steps"], steps_scale)
+    sup = video_supervision(ctx, kinds, streets, progress=progress, classifier_overrides=clf_over,
+                            fg_classifier_overrides=fg_over)
+    ci = sup["classifier_info"]
+    metrics["classifier"] = {"map": ci["map"], "trained_now": ci["seconds"] > 0}
+    if "regions" in sup:
+        sc = sup["regions"]["scores"]
+        metrics["regions"] = {"miou": sc["miou"], "bg_miou": sc["bg_miou"], "fg_miou": sc["fg_miou"],
+                              "coverage": sc["coverage"]}
+    seconds["classifier_and_regions"] = time.time() - t0
+    rows, trained = [], {}
+    vcfg = _preset(ctx, "video_seg")
+    for kind in kinds:
+        t0 = time.time()
+        over = {} if steps_scale == 1.0 else {"steps": scaled_steps(kind_steps(vcfg, kind), steps_scale)}
+        model, hist = train_kind(ctx, kind, streets, sup, progress=progress, **over)
+        seconds[f"train_{kind}"] = time.time() - t0
+        trained[kind] = {"steps": hist["steps"], "trained_now": hist["seconds"] > 0,
+                         "final_loss": hist["loss"][-1] if hist.get("loss") else None}
+        t0 = time.time()
+        lm = sup["fgbg"]["label_map"] if kind == "single_bg" else None
+        res = evaluate_model(ctx, kind, model, streets, split="test", label_map=lm)
+        seconds[f"eval_{kind}"] = time.time() - t0
+        metrics[kind] = res
+        rows.append({"kind": kind, **{k: res[k] for k in ("miou", "bg_miou", "fg_miou", "moving_miou")}})
+    metrics["trained"] = trained
+    return {"rows": rows, "metrics": metrics, "seconds": seconds,
+            "config": {"dataset": ctx.dataset, "profile": profile(ctx), "quick": ctx.quick, "seed": ctx.seed,
+                       "device": str(ctx.device), "steps_scale": steps_scale, "kinds": kinds,
+                       "test_split": source_split(ctx, "test"),
+                       "classifier": _preset(ctx, "streets_classifier", **clf_over),
+                       "heatmaps": sup["regions"]["config"] if "regions" in sup else None,
+                       "flow": streets["flow_config"],
+                       "video_seg": {k: v for k, v in vcfg.items() if k not in ("kinds",)}}}

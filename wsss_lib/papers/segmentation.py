@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..core.errors import InvalidInputError
-from ..engine.train import LossStep, fit, hflip_batch, preload
+from ..core.io import IGNORE_INDEX
+from ..engine.train import LossStep, fit, hflip_batch, is_streamed, preload
 from ..ops.losses import cross_entropy, fgbg_prior_loss, loss_weight, tags_only_loss
 
 
@@ -50,17 +51,30 @@ def segmentation_loss_step(mode: str, fg_classes: Sequence[int], pooling: str = 
         if "fg_mask" not in batch:
             raise InvalidInputError("mode='prior' needs fg masks in the dataset (train_segmentation(masks=...))")
         acc = batch.get("accepted")
-        mask = batch["fg_mask"].to(device).float()
+        mask = batch["fg_mask"].to(device)
+        valid = None
+        if not mask.is_floating_point():  # streamed masks: 0/1, 255 = crop padding (no region)
+            valid = mask != IGNORE_INDEX
+            mask = torch.where(valid, mask, 0)
+        mask = mask.float()
         if acc is not None and rejected == "ignore":
             per = fgbg_prior_loss(logits, tags, mask, pooling, absent_pooling, tag_pooling=tag_pooling,
-                                  reduction="none", present_term=present_term)
+                                  reduction="none", present_term=present_term, valid=valid)
             acc = acc.to(device).float()
             return (per * acc).sum() / acc.sum().clamp(min=1.0)
         return fgbg_prior_loss(logits, tags, mask, pooling, absent_pooling,
                                accepted=None if acc is None else acc.to(device).float(), tag_pooling=tag_pooling,
-                               present_term=present_term)
+                               present_term=present_term, valid=valid)
 
     return step
+
+
+def head_groups(model: torch.nn.Module, head_lr_mult: float) -> list[dict] | None:
+    """Parameter groups giving a SegNet's new head ``head_lr_mult`` x the learning rate (None: one group)."""
+    if hasattr(model, "head") and hasattr(model, "backbone") and head_lr_mult != 1.0:
+        return [{"params": list(model.backbone.parameters())},
+                {"params": list(model.head.parameters()), "lr_mult": head_lr_mult}]
+    return None
 
 
 def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, masks: torch.Tensor | None = None,
@@ -79,9 +93,27 @@ def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, 
     ``present_term`` (weight >= 0; 0 = off, the default): add the [summary] loss's image-level tag
     term over present classes, pooled with ``tag_pooling`` (prior mode only; the other modes
     ignore it: the tags-only loss already holds this term, the full mode has no tag term).
+
+    A streamed dataset (real data, :func:`~wsss_lib.engine.train.is_streamed`) is not preloaded:
+    its joint transform crops/flips image, label and (prior mode) its ``fg_mask`` map (a
+    :class:`~wsss_lib.data.base.SegmentationDataset` with ``maps={"fg_mask": folder}``; ``masks``
+    must then be None; check-mask's ``accepted`` is not supported there); pass ``workers=`` for
+    DataLoader processes.
     """
     if mode not in SEG_MODES:
         raise InvalidInputError(f"mode must be one of {SEG_MODES}, got {mode!r}")
+    if is_streamed(dataset):
+        if mode == "prior" and "fg_mask" not in getattr(dataset, "maps", {}):
+            raise InvalidInputError("mode='prior' on a streamed dataset needs maps={'fg_mask': <folder of mask PNGs>}")
+        if masks is not None or accepted is not None:
+            raise InvalidInputError("a streamed dataset reads its masks from files (maps=); masks/accepted must be None")
+        fg_classes = dataset.info.foreground if fg_classes is None else fg_classes
+        flip_in_transform = bool(getattr(dataset.transform, "flip", False))
+        groups = head_groups(model, head_lr_mult)
+        fit_kw.setdefault("desc", f"seg[{mode}]")
+        return fit(model, dataset, segmentation_loss_step(mode, fg_classes, pooling, tag_pooling, absent_pooling,
+                                                          augment and not flip_in_transform, rejected, present_term),
+                   steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, param_groups=groups, **fit_kw)
     ds = preload(dataset)
     if fg_classes is None:
         info = getattr(ds, "info", None)
@@ -105,10 +137,7 @@ def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, 
                 raise InvalidInputError(f"accepted must have {len(ds)} entries, got {accepted.shape[0]}")
             extra["accepted"] = accepted
         ds = ds.with_extra(**extra)
-    groups = None
-    if hasattr(model, "head") and hasattr(model, "backbone") and head_lr_mult != 1.0:
-        groups = [{"params": list(model.backbone.parameters())},
-                  {"params": list(model.head.parameters()), "lr_mult": head_lr_mult}]
+    groups = head_groups(model, head_lr_mult)
     fit_kw.setdefault("desc", f"seg[{mode}]")
     return fit(model, ds, segmentation_loss_step(mode, fg_classes, pooling, tag_pooling, absent_pooling, augment,
                                                  rejected, present_term),

@@ -31,7 +31,8 @@
   :func:`base_kind` maps a kind to the network/loss it shares (the controls -> ``"two_stream"``).
 
 * :func:`evaluate_video` — confusion matrix over all frames with GT -> mIoU, per-class IoU and
-  the means over background classes, foreground classes and moving foreground classes.
+  the means over background classes, foreground classes and moving foreground classes;
+  :func:`evaluate_video_full_size` the same at the stored label resolution of resized frames.
 
 Scoring the single-background baseline (documented choice): it predicts one "background" label
 that cannot say road vs sky. :func:`single_bg_label_map` maps that label to the background class
@@ -59,6 +60,7 @@ from ..core.io import to_uint8
 from ..core.metrics import ConfusionMatrix
 from ..core.runtime import predict_batches
 from ..data.base import SegmentationDataset
+from ..data.registry import load_label
 from ..engine.train import fit, hflip_batch, preload
 from ..models.backbones import build_backbone
 from ..models.deeplab import SegNet
@@ -468,6 +470,46 @@ def evaluate_video(model: torch.nn.Module, ds, info, device=None, batch_size: in
     res = evaluate_predictions(pred, ds.labels, info)
     if oracle_bg:
         res["oracle_bg"] = evaluate_predictions(oracle_bg_prediction(pred, ds.labels, info, label_map), ds.labels, info)
+    return res
+
+
+def evaluate_video_full_size(model: torch.nn.Module, ds, samples: Sequence, info, device=None, batch_size: int = 8,
+                             label_map: torch.Tensor | None = None, oracle_bg: bool = False, amp: bool = True) -> dict:
+    """:func:`evaluate_video`'s scores at each frame's ORIGINAL label resolution, for data loaded
+    resized (:func:`load_video_data` with ``size``; real datasets): the model runs on the resized
+    frames of ``ds`` (and their flow), its score maps ``(C, h, w)`` are upsampled bilinearly to the
+    stored label map ``(H_i, W_i)`` of ``samples[i]`` (read from disk,
+    :func:`~wsss_lib.data.registry.load_label`), and the confusion matrix is summed frame by frame.
+    ``samples`` must be ``ds``'s, in order. ``label_map``/``oracle_bg``: as :func:`evaluate_video`."""
+    if len(samples) != len(ds):
+        raise InvalidInputError(f"evaluate_video_full_size needs the {len(ds)} samples of the data, got {len(samples)}")
+    cm = ConfusionMatrix(info.num_classes, info.ignore_index)
+    cm_oracle = ConfusionMatrix(info.num_classes, info.ignore_index) if oracle_bg else None
+    if oracle_bg and label_map is None:
+        raise InvalidInputError("oracle_bg needs the label_map of a single-background model")
+
+    def forward(lo, hi, dev):
+        return model_logits(model, ds.get_batch(np.arange(lo, hi)), dev)
+
+    def post(lg, lo, hi):
+        for k in range(hi - lo):
+            lab = load_label(info, samples[lo + k])
+            if lab is None:
+                raise InvalidInputError(f"frame {samples[lo + k].id} has no label map to score against")
+            lab = torch.from_numpy(lab)
+            up = F.interpolate(lg[k:k + 1].float(), size=tuple(lab.shape), mode="bilinear", align_corners=False)
+            pred = up.argmax(1)[0].cpu()
+            if label_map is not None:
+                pred = label_map.cpu()[pred]
+            cm.update(lab[None], pred[None])
+            if cm_oracle is not None:
+                cm_oracle.update(lab[None], oracle_bg_prediction(pred[None], lab[None], info, label_map))
+        return torch.zeros(hi - lo)
+
+    predict_batches(model, len(ds), forward, post, batch_size=batch_size, device=device, amp=amp, desc="video")
+    res = video_scores(cm, info)
+    if cm_oracle is not None:
+        res["oracle_bg"] = video_scores(cm_oracle, info)
     return res
 
 
