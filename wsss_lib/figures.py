@@ -124,12 +124,14 @@ def plot_maps(maps: dict[str, Any], ncols: int | None = None, size: float = 2.2,
 
 
 def class_legend(fig, info, classes, none_label: str | None = "no class / ignored", ncol: int | None = None) -> None:
-    """A figure-level colour legend of ``classes`` (indices into ``info.classes``) with the
-    dataset palette (plus the ignore colour, named ``none_label``), below the panels."""
+    """A figure-level colour legend of ``classes`` (indices into ``info.classes``; others, e.g. the
+    ignore value, are skipped) with the dataset palette (plus the ignore colour, named
+    ``none_label``), below the panels."""
     from matplotlib.patches import Patch  # lazy: matplotlib is heavy and only needed when drawing
 
     pal = np.asarray(info.palette if getattr(info, "palette", None) is not None else colorize(np.arange(256)[None])[0])
-    handles = [Patch(color=pal[min(int(c), len(pal) - 1)] / 255.0, label=info.classes[int(c)]) for c in classes]
+    classes = [int(c) for c in classes if 0 <= int(c) < len(info.classes)]  # the ignore value etc. are left out
+    handles = [Patch(color=pal[min(c, len(pal) - 1)] / 255.0, label=info.classes[c]) for c in classes]
     if none_label:
         ign = int(getattr(info, "ignore_index", 255))
         handles.append(Patch(color=pal[min(ign, len(pal) - 1)] / 255.0, label=none_label))
