@@ -27,6 +27,7 @@ TEACHES = {
                                    "cross_entropy"]},
     "05": {"wsss_lib.ops.heatmaps": ["raw_class_maps", "normalise_maps", "class_heatmaps", "heatmap_regions",
                                      "regions_to_label"]},
+    "06": {"wsss_lib.ops.flow": ["compute_flow", "encode_flow"]},
     "07": {"wsss_lib.models.two_stream": ["TwoStreamNet", "run_stages"],
            "wsss_lib.papers.video": ["build_video_model"],
            "wsss_lib.ops.losses": ["region_loss", "region_loss_terms"]},
@@ -51,13 +52,18 @@ def _markdown(nb: Path) -> list[str]:
 def _uses(tree: ast.AST) -> tuple[dict[str, str], set[str], set[str], set[str]]:
     """(imported name -> module, names called, names referenced, names defined by def/class)."""
     imported, called, referenced, defined = {}, set(), set(), set()
+    modules = {}  # alias -> module, for `from wsss_lib.ops import flow as fl` then `fl.compute_flow(...)`
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             for a in node.names:
                 imported[a.asname or a.name] = node.module
-        elif isinstance(node, ast.Call):
+                modules[a.asname or a.name] = f"{node.module}.{a.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
             f = node.func
             called.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in modules:
+                imported.setdefault(f.attr, modules[f.value.id])
         elif isinstance(node, ast.Name):
             referenced.add(node.id)
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
@@ -124,3 +130,42 @@ def test_executed_notebooks_have_no_traceback_and_show_the_in_view_figures(quick
         in_view = [s for s in figures if any(w in s for w in ("step by step", "in view", "term by term"))]
         for s in in_view:
             assert figures[s] >= 1, f"{name}: section {s!r} shows no figure"
+
+
+def test_04_loss_terms_on_one_batch(quick_run, quick_run_dir):
+    """04's in-view loss: the terms add up to fgbg_prior_loss, training lowered it on the batch, and the
+    value at initialisation is what the library computes for a fresh net initialised from the run's
+    classifier on the run's first 8 training images and masks."""
+    import torch
+
+    from wsss_lib.core.config import preset
+    from wsss_lib.ops.losses import fgbg_prior_loss
+    from wsss_lib.papers import paper1 as P
+    from wsss_lib.papers.common import make_context
+
+    m = quick_run["04_weak_training"]["loss_terms_batch"]
+    for when in ("init", "trained"):
+        t = m[when]
+        parts = t["fg_over_mask"] + t["bg_over_rest"] + t["absent"] + t.get("tag_term", 0.0)
+        assert parts == pytest.approx(t["prior_loss"], abs=1e-4), when
+        assert all(v >= 0 for v in t.values())
+    assert m["trained"]["prior_loss"] < m["init"]["prior_loss"]
+    ctx = make_context(None, quick_run_dir, "cpu", quick=True, seed=0, dataset="toy_objects")
+    clf, info = P.get_tag_classifier(ctx, progress=False)
+    assert info["trained"] is False
+    train = P.load_split(ctx, "train")
+    masks = P.train_masks(ctx, clf)
+    cfg = preset("seg", True)
+    net = P.build_segnet(P.seg_config(ctx, "prior"), P.classifier_config(ctx), train.info.num_classes)
+    net = net.init_from_classifier(clf).eval()
+    with torch.no_grad():
+        logits = net(train.images[:8].float().div(255))
+        loss = fgbg_prior_loss(logits, train.tags[:8][:, train.info.foreground].float(), masks[:8],
+                               pooling=cfg["pooling"], tag_pooling=cfg["tag_pooling"], present_term=cfg["present_term"])
+    assert float(loss) == pytest.approx(m["init"]["prior_loss"], abs=2e-3)
+
+
+def test_07_region_loss_on_one_batch(quick_run):
+    m = quick_run["07_two_stream_video"]["region_loss_batch"]
+    assert set(m) == {"untrained", "trained"}
+    assert 0 < m["trained"] < m["untrained"]
