@@ -508,3 +508,21 @@ def test_devices(device):
     out = dense_crf_torch(_t(image).to(device), torch.from_numpy(probs).to(device))
     assert out.device.type == device
     assert torch.allclose(out.cpu(), ref, atol=1e-3)
+
+
+def test_pairwise_kernels_from_one_pixel():
+    from wsss_lib.ops.crf import CRFParams
+    from wsss_lib.ops.crf_torch import pairwise_kernels
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 200  # two flat halves of different colour
+    p = CRFParams(gauss_sxy=3.0, gauss_compat=2.0, bilateral_sxy=10.0, bilateral_srgb=13.0, bilateral_compat=5.0)
+    k = pairwise_kernels(img, 10, 10, p)
+    assert k["gaussian"].shape == (20, 30) and k["bilateral"].shape == (20, 30)
+    assert float(k["gaussian"][10, 10]) == pytest.approx(2.0) and float(k["bilateral"][10, 10]) == pytest.approx(5.0)
+    assert float(k["gaussian"][10, 13]) == pytest.approx(2.0 * np.exp(-9 / 18))
+    # the bilateral kernel stops at the colour edge, the Gaussian one does not
+    assert float(k["bilateral"][10, 16]) < 1e-6 < float(k["bilateral"][10, 14])
+    assert torch.allclose(pairwise_kernels(img.transpose(2, 0, 1).copy(), 10, 10, p)["bilateral"], k["bilateral"])
+    with pytest.raises(InvalidInputError):
+        pairwise_kernels(img, 25, 0, p)

@@ -371,3 +371,26 @@ def test_weighted_cross_entropy():
     assert torch.isclose(cross_entropy(logits, labels, weight=w), want)
     with pytest.raises(InvalidInputError):
         cross_entropy(logits, labels, weight=torch.ones(4))
+
+
+def test_region_loss_terms_add_up_to_region_loss():
+    from wsss_lib.ops.losses import fgbg_prior_loss, fgbg_regions, region_loss, region_loss_terms
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 6, 6, generator=g)
+    tags = torch.tensor([[1.0, 0, 1], [0, 1, 0], [0, 0, 0]])
+    mask = (torch.rand(3, 24, 24, generator=g) > 0.5).float()
+    regions, present = fgbg_regions(tags, mask)
+    for pooling in ("mean", "max", "lse", "pixel"):
+        t = region_loss_terms(logits, regions, present, pooling=pooling, separate=(0,))
+        assert set(t) == {"present", "separate", "absent"} and all(v.shape == (3,) for v in t.values())
+        assert all(bool((v >= 0).all()) for v in t.values())
+        for w in (1.0, 0.5):
+            total = region_loss(logits, regions, present, pooling=pooling, separate=(0,), absent_weight=w,
+                                reduction="none")
+            assert torch.allclose(total, t["present"] + t["separate"] + w * t["absent"])
+        assert torch.allclose((t["present"] + t["separate"] + t["absent"]).mean(),
+                              fgbg_prior_loss(logits, tags, mask, pooling=pooling))
+    # no separate class: the separate term is 0; an image without absent classes has absent term 0
+    t = region_loss_terms(logits, regions, torch.ones(3, 4))
+    assert torch.all(t["separate"] == 0) and torch.all(t["absent"] == 0)

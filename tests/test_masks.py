@@ -231,3 +231,17 @@ def test_lowlevel_objectness_bad_input():
     for kw in ({"sigma": 0.0}, {"sigma": -1.0}, {"sigma": float("inf")}, {"sigma": "a"}, {"kind": "laplace"}):
         with pytest.raises(InvalidInputError):
             lowlevel_objectness(good, **kw)
+
+
+def test_fuse_activations_equals_its_steps():
+    """Notebook 02 runs fuse_activations step by step: channel means, align, weighted sum, upsample, rescale."""
+    from wsss_lib.ops.masks import aggregate_channels, align_maps, fuse_activations, normalize_maps, resize_maps
+
+    g = torch.Generator().manual_seed(0)
+    stages = {"conv3": torch.rand(2, 5, 8, 8, generator=g), "conv4": torch.rand(2, 7, 4, 4, generator=g)}
+    means = [aggregate_channels(stages[n]) for n in ("conv3", "conv4")]
+    aligned = align_maps(means, "largest")
+    assert [tuple(m.shape) for m in aligned] == [(2, 8, 8), (2, 8, 8)]
+    assert [tuple(m.shape) for m in align_maps(means, "smallest")] == [(2, 4, 4), (2, 4, 4)]
+    fused = normalize_maps(resize_maps(0.5 * aligned[0] + 2.0 * aligned[1], (16, 16)))
+    assert torch.allclose(fused, fuse_activations(stages, ("conv3", "conv4"), (0.5, 2.0), out_size=(16, 16)), atol=1e-6)

@@ -99,3 +99,46 @@ def test_widget_view_prints_one_line_for_a_bad_setting(capsys):
     assert out.strip().splitlines() == ["⚠ give at least one layer a weight > 0"]
     with pytest.raises(RuntimeError):
         show(-1)
+
+
+def test_explorer_snapshot_is_saved_and_shown_only_in_batch_runs(tmp_path, monkeypatch):
+    """A widget explorer's static view: always saved; displayed only under `wsss run` (its HTML cannot
+    run widgets), so in JupyterLab the live widget is the one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wsss_lib import nbexec
+    from wsss_lib import notebook as nbmod
+
+    assert nbmod.BATCH_ENV == nbexec.BATCH_ENV
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: shown.append(a))
+    ctx = setup("99_test", quick=True, device="cpu", output_dir=str(tmp_path))
+    monkeypatch.delenv(nbmod.BATCH_ENV, raising=False)
+    fig = plt.figure()
+    nbmod.explorer_snapshot(ctx, fig)
+    assert (tmp_path / "figures" / "99_test_explorer.png").is_file()
+    assert not shown and not plt.fignum_exists(fig.number)
+    monkeypatch.setenv(nbmod.BATCH_ENV, "1")
+    fig = plt.figure()
+    nbmod.explorer_snapshot(ctx, fig, "other")
+    assert len(shown) == 1 and (tmp_path / "figures" / "99_test_other.png").is_file()
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_wsss_run_kernels_know_they_run_in_batch(tmp_path, monkeypatch):
+    from wsss_lib.nbexec import BATCH_ENV
+
+    monkeypatch.delenv(BATCH_ENV, raising=False)
+    d = tmp_path / "nbs"
+    d.mkdir()
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell("quick = False\nseed = 0\ndevice = 'cpu'\noutput_dir = None")
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(f"import os\nassert os.environ.get({BATCH_ENV!r}) == '1'")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, d / "01_batch.ipynb")
+    res = run_notebooks(tmp_path / "out", notebooks_dir=d, html=False)
+    assert res["01_batch"].status == "ok", res["01_batch"].error

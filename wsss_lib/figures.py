@@ -1,5 +1,7 @@
 """Figures and tables of the notebooks (front layer): everything that draws or formats results.
 
+Shared: :func:`plot_histories` (loss curves of several models), :func:`plot_maps` (the in-view
+method cells' intermediate maps), :func:`class_legend`.
 Paper 1 (notebooks 01-04): :func:`plot_samples`, :func:`plot_history`, :func:`plot_stage_activations`,
 :func:`plot_masks`, :func:`plot_segmentations`, :func:`markdown_table`, the widget views
 :func:`mask_explorer` and :func:`crf_explorer`. Paper 2 (notebooks 05-07): :func:`plot_frames`,
@@ -61,6 +63,80 @@ def plot_history(history: dict, title: str = "training loss", smooth: int = 20):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_histories(histories: dict[str, dict], title: str = "training loss", smooth: int = 20):
+    """Loss curves of several trained models on one axes: ``histories`` ``{name: {"step": [...],
+    "loss": [...]}}`` (a model loaded from a checkpoint without a history is named in the legend).
+    Each curve is a running mean over ``smooth`` steps (the raw loss faint behind it)."""
+    import matplotlib.pyplot as plt  # lazy: matplotlib is heavy and only needed when drawing
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for j, (name, h) in enumerate(histories.items()):
+        loss = np.asarray((h or {}).get("loss") or [], dtype=float)
+        steps = np.asarray((h or {}).get("step") or range(1, loss.size + 1), dtype=float)
+        color = f"C{j % 10}"
+        if not loss.size:
+            ax.plot([], [], color=color, label=f"{name} (no history stored)")
+            continue
+        k = max(1, min(smooth, loss.size))
+        ax.plot(steps, loss, color=color, alpha=0.2)
+        ax.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color=color,
+                label=f"{name}: {loss[-k:].mean():.3f} at step {int(steps[-1])}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_maps(maps: dict[str, Any], ncols: int | None = None, size: float = 2.2, suptitle: str | None = None,
+              cmap: str = "viridis", shared_scale: bool = False):
+    """A row (or grid) of 2-D maps, each with its own colour bar and its shape in the title (the
+    in-view method cells: one intermediate per panel). ``maps`` ``{title: (H, W) array/tensor or
+    uint8 (H, W, 3) image}``; ``shared_scale`` uses one colour range for all 2-D maps."""
+    import matplotlib.pyplot as plt  # lazy: matplotlib is heavy and only needed when drawing
+
+    arrs = {k: (v.detach().cpu().float().numpy() if torch.is_tensor(v) and v.dtype != torch.uint8
+                else np.asarray(v.cpu() if torch.is_tensor(v) else v)) for k, v in maps.items()}
+    n = len(arrs)
+    ncols = max(1, min(ncols or n, n))
+    nrows = (n + ncols - 1) // ncols
+    flat = [a for a in arrs.values() if a.ndim == 2]
+    lo = min(float(a.min()) for a in flat) if shared_scale and flat else None
+    hi = max(float(a.max()) for a in flat) if shared_scale and flat else None
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * 1.15, size * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, a) in zip(axes.flat, arrs.items()):
+        if a.ndim == 3:
+            ax.imshow(a)
+        else:
+            im = ax.imshow(a, cmap=cmap, vmin=lo, vmax=hi)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+        shape = "x".join(str(d) for d in a.shape[:2])
+        ax.set_title(f"{title}\n({shape})", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def class_legend(fig, info, classes, none_label: str | None = "no class / ignored", ncol: int | None = None) -> None:
+    """A figure-level colour legend of ``classes`` (indices into ``info.classes``; others, e.g. the
+    ignore value, are skipped) with the dataset palette (plus the ignore colour, named
+    ``none_label``), below the panels."""
+    from matplotlib.patches import Patch  # lazy: matplotlib is heavy and only needed when drawing
+
+    pal = np.asarray(info.palette if getattr(info, "palette", None) is not None else colorize(np.arange(256)[None])[0])
+    classes = [int(c) for c in classes if 0 <= int(c) < len(info.classes)]  # the ignore value etc. are left out
+    handles = [Patch(color=pal[min(c, len(pal) - 1)] / 255.0, label=info.classes[c]) for c in classes]
+    if none_label:
+        ign = int(getattr(info, "ignore_index", 255))
+        handles.append(Patch(color=pal[min(ign, len(pal) - 1)] / 255.0, label=none_label))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol or min(len(handles), 9), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
 
 
 def plot_stage_activations(classifier, ds: InMemoryDataset, indices):
@@ -211,9 +287,12 @@ def plot_class_heatmaps(classifier, streets: dict, index: int, split: str = "tes
 
 
 def plot_heatmap_explorer(classifier, streets: dict, index: int = 0, cls: str = "road", layer: str = "score",
-                          normalisation: str = "max", threshold: float = 0.2, split: str = "test", fgbg=None):
+                          normalisation: str = "max", threshold: float = 0.2, split: str = "test", fgbg=None,
+                          return_info: bool = False):
     """The notebook-05 explorer view: frame, one class's heatmap, the regions of all tagged classes
-    (argmax among tagged, ``threshold``), GT and (optionally) paper 1's single fg/bg mask."""
+    (argmax among tagged, ``threshold``), GT and (optionally) paper 1's single fg/bg mask, with a
+    colour legend of the classes in the region and GT panels. ``return_info``: return ``(figure,
+    {"coverage": share of pixels given a class, "best_max": the largest tagged heatmap value})``."""
     import matplotlib.pyplot as plt  # lazy: matplotlib is heavy and only needed when drawing
 
     ds, info = streets["data"][split], streets["info"]
@@ -236,8 +315,14 @@ def plot_heatmap_explorer(classifier, streets: dict, index: int = 0, cls: str = 
         ax.set_title(t, fontsize=8)
         ax.axis("off")
     fig.suptitle(f"tags: {tag_names(info, ds.tags[index])}", fontsize=9)
-    fig.tight_layout()
-    return fig
+    shown = sorted(set(torch.unique(lab).tolist()) | set(torch.unique(ds.labels[index].long()).tolist()))
+    class_legend(fig, info, [c for c in shown if 0 <= c < info.num_classes])
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    if not return_info:
+        return fig
+    tagged = ds.tags[index] > 0.5
+    best = float(hm[0, tagged].amax()) if bool(tagged.any()) else 0.0
+    return fig, {"coverage": float((lab != info.ignore_index).float().mean()), "best_max": best}
 
 
 def plot_regions_vs_fgbg(streets: dict, regions: torch.Tensor, fgbg: dict, indices=(0, 1, 2), split: str = "train"):

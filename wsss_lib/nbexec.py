@@ -50,6 +50,7 @@ import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from nbclient.exceptions import CellTimeoutError
+from nbclient.util import run_sync
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger
@@ -58,6 +59,9 @@ from traitlets import Float, Type
 ENGINE = "wsss"
 POLL_SLICE = 0.25  # s: longest a message can sit unnoticed in a socket
 IDLE_REPLY_GRACE = 5.0  # s: kernel idle for the cell, and still no execute_reply -> the cell fails
+# set in the environment of every kernel this engine starts: a notebook can tell a batch run (no live
+# widgets: its executed copy and HTML show the explorers' static snapshots) from JupyterLab
+BATCH_ENV = "WSSS_BATCH_RUN"
 
 
 class LostReplyError(CellTimeoutError):
@@ -110,6 +114,13 @@ class WatchdogClient(PapermillNotebookClient):
             km.transport = "ipc"  # encryption" warning for every notebook; in the temp folder, never the cwd
             km.ip = os.path.join(tempfile.gettempdir(), f"wsss-kernel-{uuid.uuid4().hex[:12]}-ipc")
         return km
+
+    async def async_start_new_kernel(self, **kwargs):
+        env = dict(kwargs.pop("env", None) or os.environ)
+        env[BATCH_ENV] = "1"  # wsss_lib.notebook.explorer_snapshot shows the static view in batch runs only
+        return await super().async_start_new_kernel(env=env, **kwargs)
+
+    start_new_kernel = run_sync(async_start_new_kernel)  # nbclient binds the sync twin to its own coroutine
 
     async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
         reply = asyncio.ensure_future(

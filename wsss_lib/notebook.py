@@ -10,6 +10,7 @@ the output folders. ``ctx.save(fig, "name")`` writes ``<output>/figures/<noteboo
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import time
 from dataclasses import dataclass, field, fields
@@ -66,6 +67,26 @@ def widget_view(fn):
             return None
 
     return view
+
+
+BATCH_ENV = "WSSS_BATCH_RUN"  # = wsss_lib.nbexec.BATCH_ENV (set by `wsss run` in its kernels; not imported: papermill)
+
+
+def explorer_snapshot(ctx: NotebookContext, fig, name: str = "explorer") -> None:
+    """The static view of a widget explorer (its default settings): saved as
+    ``figures/<notebook>_<name>.png``; SHOWN only in a batch run (``wsss run``: the executed copy and
+    its HTML cannot run widgets), with one line saying the controls are interactive in JupyterLab.
+    In JupyterLab it is not shown, so the live widget below is the one figure (redrawn per change).
+    The figure is closed either way."""
+    import matplotlib.pyplot as plt  # lazy: matplotlib is heavy and only needed when drawing
+
+    ctx.save(fig, name)
+    if os.environ.get(BATCH_ENV):
+        from IPython.display import display  # lazy: IPython is present only inside a kernel
+
+        display(fig)
+        print("static snapshot (default settings); the controls below are interactive in JupyterLab")
+    plt.close(fig)
 
 
 def check_types(**params) -> None:

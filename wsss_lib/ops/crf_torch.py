@@ -312,6 +312,34 @@ def crf_batch_torch(images, probs, params=None, device="auto", batch_size: int =
     return out
 
 
+@torch.no_grad()
+def pairwise_kernels(image, y: int, x: int, params=None) -> dict[str, torch.Tensor]:
+    """The CRF's two pairwise kernels seen from ONE pixel ``(y, x)``, computed exactly (no lattice),
+    for pictures: how strongly that pixel's label is pulled towards every other pixel's label.
+
+    ``image``: uint8 ``(H, W, 3)`` or ``(3, H, W)`` RGB. Returns float32 ``(H, W)`` maps
+    ``{"gaussian": gauss_compat * exp(-|p - p0|^2 / (2 gauss_sxy^2)),
+    "bilateral": bilateral_compat * exp(-|p - p0|^2 / (2 sxy^2) - |I - I0|^2 / (2 srgb^2))}``
+    (before the symmetric normalisation that :func:`dense_crf_torch` applies).
+    """
+    p = _params(params)
+    img = _as_tensor(image, "image")
+    if img.dim() == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
+        img = img.permute(1, 2, 0)
+    if img.dim() != 3 or img.shape[-1] != 3 or img.dtype != torch.uint8:
+        raise InvalidInputError(f"image must be uint8 (H, W, 3) or (3, H, W), got {img.dtype} {tuple(img.shape)}")
+    h, w = img.shape[:2]
+    if not (0 <= int(y) < h and 0 <= int(x) < w):
+        raise InvalidInputError(f"pixel ({y}, {x}) lies outside the {h}x{w} image")
+    rgb = img.float()
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    d2 = (yy - int(y)) ** 2 + (xx - int(x)) ** 2
+    c2 = (rgb - rgb[int(y), int(x)]).pow(2).sum(-1)
+    return {"gaussian": float(p.gauss_compat) * torch.exp(-d2 / (2 * float(p.gauss_sxy) ** 2)),
+            "bilateral": float(p.bilateral_compat) * torch.exp(-d2 / (2 * float(p.bilateral_sxy) ** 2)
+                                                               - c2 / (2 * float(p.bilateral_srgb) ** 2))}
+
+
 class DenseCRF(torch.nn.Module):
     """``nn.Module`` wrapper: ``DenseCRF(params)(images (B,3,H,W), probs (B,C,H,W)) -> (B,C,H,W)``."""
 

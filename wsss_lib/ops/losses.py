@@ -121,15 +121,17 @@ def _check(seg_logits, regions=None, present=None):
         raise InvalidInputError(f"present must be (B, C) = ({b}, {c}), got {tuple(present.shape)}")
 
 
-def region_loss(seg_logits: torch.Tensor, regions: torch.Tensor, present: torch.Tensor, pooling: str = "mean",
-                absent_pooling: str = "max", separate: tuple[int, ...] = (), lse_r: float = 5.0,
-                absent_weight: float = 1.0, eps: float = 1e-5, reduction: str = "mean") -> torch.Tensor:
-    """Generalised region loss (see module docstring).
+def region_loss_terms(seg_logits: torch.Tensor, regions: torch.Tensor, present: torch.Tensor, pooling: str = "mean",
+                      absent_pooling: str = "max", separate: tuple[int, ...] = (), lse_r: float = 5.0,
+                      eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """The three terms of :func:`region_loss`, each ``(B,)`` float32 (arguments as there)::
 
-    ``seg_logits`` ``(B, C, h, w)`` raw scores; ``regions`` float ``(B, C, H, W)`` in [0, 1]
-    (region weights of each class; only used for present classes); ``present`` ``(B, C)`` in
-    {0, 1}. A present class with an empty region contributes nothing. ``reduction``: "mean"
-    (scalar over the batch), "sum" or "none" (``(B,)``).
+        "present"   1/|P \\ P_sep| sum_{k in P \\ P_sep} -log pool_{R_k} S^k   (averaged present classes)
+        "separate"  sum_{k in P_sep} -log pool_{R_k} S^k                   (e.g. paper 1's background term)
+        "absent"    1/|A| sum_{k in A} -log(1 - pool_image S^k)
+
+    ``region_loss(...) == (present + separate + absent_weight * absent)`` averaged over the batch
+    (``reduction="mean"``). Notebooks 04 and 07 print them on one batch.
     """
     _check(seg_logits, regions, present)
     if pooling not in POOLINGS or absent_pooling not in ("mean", "max", "lse"):
@@ -153,14 +155,29 @@ def region_loss(seg_logits: torch.Tensor, regions: torch.Tensor, present: torch.
             pooled = pool_region(upsample(probs, regions.shape[-2:]), regions, pooling, lse_r, eps)
         nll = -pooled if pooling == "pixel" else -torch.log(pooled.clamp(min=eps))
         avg_w = pres * (1 - sep)
-        present_term = (nll * avg_w).sum(1) / avg_w.sum(1).clamp(min=1.0) + (nll * pres * sep).sum(1)
+        present_avg = (nll * avg_w).sum(1) / avg_w.sum(1).clamp(min=1.0)
+        present_sep = (nll * pres * sep).sum(1)
         absent = 1.0 - present
         # absent classes: pooled over the whole score map [ours]; for "max" this is the maximum of
         # the continuous bilinear surface (an upsampled image's own max can only be slightly lower)
         pooled_abs = pool_region(probs, None, absent_pooling, lse_r, eps)
         abs_nll = -torch.log((1.0 - pooled_abs).clamp(min=eps))
         absent_term = (abs_nll * absent).sum(1) / absent.sum(1).clamp(min=1.0)
-    loss = present_term + absent_weight * absent_term
+    return {"present": present_avg, "separate": present_sep, "absent": absent_term}
+
+
+def region_loss(seg_logits: torch.Tensor, regions: torch.Tensor, present: torch.Tensor, pooling: str = "mean",
+                absent_pooling: str = "max", separate: tuple[int, ...] = (), lse_r: float = 5.0,
+                absent_weight: float = 1.0, eps: float = 1e-5, reduction: str = "mean") -> torch.Tensor:
+    """Generalised region loss (see module docstring; its terms: :func:`region_loss_terms`).
+
+    ``seg_logits`` ``(B, C, h, w)`` raw scores; ``regions`` float ``(B, C, H, W)`` in [0, 1]
+    (region weights of each class; only used for present classes); ``present`` ``(B, C)`` in
+    {0, 1}. A present class with an empty region contributes nothing. ``reduction``: "mean"
+    (scalar over the batch), "sum" or "none" (``(B,)``).
+    """
+    t = region_loss_terms(seg_logits, regions, present, pooling, absent_pooling, separate, lse_r, eps)
+    loss = (t["present"] + t["separate"]) + absent_weight * t["absent"]
     if reduction == "none":
         return loss
     if reduction == "sum":

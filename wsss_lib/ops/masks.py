@@ -61,11 +61,26 @@ def normalize_maps(maps: torch.Tensor, mode: str = "minmax", eps: float = 1e-8) 
     raise InvalidInputError(f"normalize must be one of {NORMALIZES}, got {mode!r}")
 
 
-def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``(B, H, W)`` maps."""
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(B, h, w)`` maps to ``(B, *size)`` (unchanged when already that size)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def align_maps(maps: Sequence[torch.Tensor], align: str = "largest") -> list[torch.Tensor]:
+    """The alignment step of :func:`fuse_activations`: ``(B, h_i, w_i)`` maps of different strides
+    resized (bilinear) to the size of the largest map (``align="largest"``) or the smallest
+    (``"smallest"``) -> a list of ``(B, h, w)`` maps of one size."""
+    if align not in ALIGNS:
+        raise InvalidInputError(f"align must be one of {ALIGNS}, got {align!r}")
+    maps = list(maps)
+    if not maps:
+        return []
+    areas = [m.shape[-2] * m.shape[-1] for m in maps]
+    pick = int(np.argmax(areas)) if align == "largest" else int(np.argmin(areas))
+    size = tuple(maps[pick].shape[-2:])
+    return [resize_maps(m, size) for m in maps]
 
 
 def aggregate_channels(act: torch.Tensor, aggregate: str = "mean") -> torch.Tensor:
@@ -89,9 +104,11 @@ def fuse_activations(stages: dict[str, torch.Tensor], layers: Sequence[str] = ("
     """Fuse stage activations into a fg/bg map ``(B, H, W)`` in [0, 1] (1 = foreground).
 
     ``stages``: ``{name: (B, C, h, w)}`` (e.g. ``TagClassifier(..., return_stages=layers)["stages"]``).
-    Each layer is aggregated over channels, resized to a common size (``align``), optionally
-    rescaled on its own (``normalize_each``), weighted (``weights``, default all 1) and summed;
-    the sum is upsampled to ``out_size`` (bilinear) and rescaled per image (``normalize``).
+    Each layer is aggregated over channels (:func:`aggregate_channels`), resized to a common size
+    (:func:`align_maps`), optionally rescaled on its own (``normalize_each``), weighted
+    (``weights``, default all 1) and summed; the sum is upsampled to ``out_size``
+    (:func:`resize_maps`) and rescaled per image (:func:`normalize_maps`). Notebook 02 runs these
+    steps one by one.
     """
     layers = list(layers)
     if not layers:
@@ -113,17 +130,15 @@ def fuse_activations(stages: dict[str, torch.Tensor], layers: Sequence[str] = ("
     for name in layers:
         if not torch.isfinite(stages[name]).all():
             raise InvalidInputError(f"activations of {name} contain NaN or Inf (a diverged network? check its training loss)")
-    areas = [m.shape[-2] * m.shape[-1] for m in maps]
-    pick = int(np.argmax(areas)) if align == "largest" else int(np.argmin(areas))
-    size = tuple(maps[pick].shape[-2:])
+    maps = align_maps(maps, align)
+    size = tuple(maps[0].shape[-2:])
     fused = torch.zeros((b,) + size, dtype=torch.float32, device=maps[0].device)
     for w, m in zip(weights, maps):
-        m = _resize(m, size)
         if normalize_each:
             m = normalize_maps(m, "minmax")
         fused = fused + w * m
     if out_size is not None:
-        fused = _resize(fused, out_size)
+        fused = resize_maps(fused, out_size)
     return normalize_maps(fused, normalize)
 
 
@@ -148,7 +163,7 @@ def cam_maps(score_maps: torch.Tensor, tags: torch.Tensor, out_size: tuple[int, 
         present[none, top[none]] = True
     norm = norm.masked_fill(~present[:, :, None, None], 0.0)
     cam = norm.amax(1)  # normalised and maxed at score-map resolution; one map per image is upsampled
-    return _resize(cam, out_size) if out_size is not None else cam
+    return resize_maps(cam, out_size) if out_size is not None else cam
 
 
 def floor_mask(shape: tuple[int, ...]) -> torch.Tensor:

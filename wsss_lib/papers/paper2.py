@@ -398,19 +398,21 @@ def run_video_experiment(ctx, kinds=None, progress: bool = True, streets: dict |
                          evaluate: bool = True) -> dict:
     """Everything notebook 07 compares: returns ``{"streets", "classifier", "fg_classifier" (single_bg),
     "regions", "fgbg", "models": {kind: model}, "results": {kind: scores on test}, "histories": {kind:
-    history}}`` (``evaluate=False``: no ``results``)."""
+    {"seconds", "steps", "final_loss"}}, "curves": {kind: {"step": [...], "loss": [...]}}}`` (the loss
+    curve as trained, or as stored in the checkpoint; ``evaluate=False``: no ``results``)."""
     kinds = list(kinds or _preset(ctx, "video_seg")["kinds"])
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise InvalidInputError(f"unknown video model kind(s) {bad}; use {', '.join(KINDS)}")
     streets = streets or load_streets(ctx, progress=progress)
     out = {"streets": streets, **video_supervision(ctx, kinds, streets, progress, classifier_overrides),
-           "models": {}, "results": {}, "histories": {}}
+           "models": {}, "results": {}, "histories": {}, "curves": {}}
     for kind in kinds:
         model, hist = train_kind(ctx, kind, streets, out, progress=progress, **(model_overrides or {}))
         out["models"][kind] = model
         out["histories"][kind] = {"seconds": hist["seconds"], "steps": hist["steps"],
                                   "final_loss": hist["loss"][-1] if hist["loss"] else None}
+        out["curves"][kind] = {"step": list(hist.get("step") or []), "loss": list(hist.get("loss") or [])}
         if evaluate:
             lm = out["fgbg"]["label_map"] if kind == "single_bg" else None
             out["results"][kind] = evaluate_model(ctx, kind, model, streets, label_map=lm)
