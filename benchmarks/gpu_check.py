@@ -17,6 +17,9 @@ Runs, each as its own process with a time limit, and collects every result into 
                  --quick`` end to end on fixture trees with VGG-16 (random init). On CPU: SmallVGG,
                  throughput only. Its time limit is twice ``--step-timeout``.
 
+Every step's limit is also capped by what is left of ``--budget`` (470 s), so the whole run stays
+inside 8 minutes; steps past the budget are recorded as skipped.
+
     python benchmarks/gpu_check.py --out runs/gpu_check            # on the GPU machine
     python benchmarks/gpu_check.py --device cpu --only facts crf   # a CPU dry run of the script
 
@@ -44,6 +47,9 @@ def _configure(p) -> None:
     p.add_argument("--only", nargs="+", choices=STEPS, default=None, help="run only these steps")
     p.add_argument("--out", default=str(REPO / "runs" / "gpu_check"), help="output folder")
     p.add_argument("--step-timeout", type=int, default=150, help="seconds per step (default 150)")
+    p.add_argument("--budget", type=int, default=470,
+                   help="seconds for the whole run (default 470, inside 8 min): a step gets at most what is left, "
+                        "and steps that would get under 20 s are skipped and recorded as such")
 
 
 def facts(device: str) -> dict:
@@ -91,12 +97,19 @@ def main(argv=None) -> int:
     torchrun = shutil.which("torchrun") or str(Path(py).with_name("torchrun"))
     commands["torchrun"] = [torchrun, "--standalone", "--nproc_per_node", "1", "-m", "wsss_lib", "train-classifier",
                             "--quick", "--device", device, "--out", str(out / "torchrun"), "--no-progress"]
+    t_start = time.time()
     for step in args.only or STEPS:
+        left = int(args.budget - (time.time() - t_start))
+        if step != "facts" and left < 20:
+            report[step] = {"rc": None, "seconds": 0.0, "skipped": f"the {args.budget} s budget was spent"}
+            print(f"[gpu_check] {step}: skipped (budget spent)", flush=True)
+            (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+            continue
         print(f"[gpu_check] {step} ...", flush=True)
         if step == "facts":
             report[step] = {"rc": 0, "seconds": 0.0, "result": facts(device)}
         else:
-            rc, secs, tail = _run(commands[step], args.step_timeout * (2 if step == "stream" else 1))
+            rc, secs, tail = _run(commands[step], min(left, args.step_timeout * (2 if step == "stream" else 1)))
             entry = {"rc": rc, "seconds": secs, "cmd": " ".join(commands[step])}
             js = out / f"{step}.json"
             if rc == 0 and js.is_file():
