@@ -95,7 +95,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         # OpenCV Farneback + (dx, dy, |f|) image, fixed scale, median (camera) motion removed [ours].
         # params: FlowParams overrides of the method (pyramid levels, window...), chosen on VAL by the
         # moving-pixel AUROC of the motion image (`wsss study paper2 --choose`, FLOW_GRID) [ours]
-        "default": {"method": "farneback", "params": {}, "max_flow": None, "normalisation": "fixed",
+        "default": {"method": "farneback", "params": {"levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5}, "max_flow": None, "normalisation": "fixed",
                     "subtract": "median"},
         "quick": {},
     },
@@ -113,7 +113,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1,
                     "steps": 300, "batch_size": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001,
                     "pooling": "mean", "absent_pooling": "max", "init_from_classifier": True,
-                    "full_loss": "balanced", "kind_steps": {},
+                    "full_loss": "balanced", "kind_steps": {"appearance": 1200, "two_stream": 600, "single_bg": 300, "full": 1200},
                     # single_bg's mask: conv4 + conv5 of the streets_fg_classifier [summary], CRF [ours]
                     "fgbg_layers": ["conv4", "conv5"], "fgbg_crf": True,
                     "kinds": ["appearance", "two_stream", "single_bg", "full"],
