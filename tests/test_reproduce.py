@@ -79,12 +79,13 @@ def test_train_classifier_on_voc_quick(voc_root, tmp_path, patch_presets, capsys
     assert m["config"]["crop"] == 96 and m["config"]["steps"] == 4
 
 
-def test_reproduce_bad_root_is_one_error(tmp_path, capsys):
-    rc = main(["reproduce", "paper1", "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"),
+@pytest.mark.parametrize("paper, layout", [("paper1", "VOC2012"), ("paper2", "leftImg8bit")])
+def test_reproduce_bad_root_is_one_error(tmp_path, capsys, paper, layout):
+    rc = main(["reproduce", paper, "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"),
                "--device", "cpu"])
     err = capsys.readouterr().err
     # one error (the project's layout errors name the root and draw the expected tree), no traceback
-    assert rc == 2 and err.startswith("wsss: error:") and "VOC2012" in err and "Traceback" not in err
+    assert rc == 2 and err.startswith("wsss: error:") and layout in err and "Traceback" not in err
 
 
 def test_notebook_steps_on_a_real_subset(voc_root, tmp_path, patch_presets):

@@ -89,13 +89,6 @@ def test_reproduce_paper2_end_to_end_and_resumes(cs_root, tmp_path, patch_preset
     assert stamp == {p: p.stat().st_mtime_ns for p in flow_files}
 
 
-def test_reproduce_paper2_bad_root_is_one_error(tmp_path, capsys):
-    rc = main(["reproduce", "paper2", "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"),
-               "--device", "cpu"])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("wsss: error:") and "leftImg8bit" in err and "Traceback" not in err
-
-
 def test_reproduce_paper2_without_sequences_is_one_error(tmp_path, patch_presets, capsys):
     patch_presets(TINY_PAPER2)
     root = tmp_path / "cs"
