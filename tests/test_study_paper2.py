@@ -10,6 +10,7 @@ import torch
 
 from study_checks import assert_study_resumes
 from wsss_lib.cli import main
+from wsss_lib.core.config import preset
 from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.papers import paper2 as P
 from wsss_lib.papers import study_paper2 as S
@@ -22,7 +23,7 @@ TINY = {
     "streets_classifier": {**SMALL, "hidden": 8, "steps": 3, "batch_size": 4},
     "video_seg": {**SMALL, "head_width": 8, "head_dilation": 1, "motion_widths": [4, 4, 4, 4, 4], "steps": 3,
                   "batch_size": 4, "clips": {}, "kind_steps": {}},
-    "flow": {"method": "dis"},
+    "flow": {"method": "dis", "params": {}},
     "crf": {"workers": 1},
 }
 
@@ -65,7 +66,7 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     aucs = [r["val_moving_auc"] for r in ch["flow"]["grid"]]
     assert [r["params"] for r in ch["flow"]["grid"]] == [{}, {"dis_preset": 0}] and all(0 <= a <= 1 for a in aucs)
     assert ch["flow"]["best"] == ch["flow"]["grid"][aucs.index(max(aucs))]["params"]
-    assert ch["presets_agree"]["flow"] == (ch["flow"]["best"] == {})
+    assert ch["presets_agree"]["flow"] == (preset("flow", True)["params"] == ch["flow"]["best"])
     assert len({p.parent for p in data.rglob("cache/flow/*/*/*.npz")}) == 2
     summary = json.loads((out / "study.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["n_images"] == 6  # 2 test clips x 3 frames
