@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from wsss_lib.core.errors import InvalidInputError
-from wsss_lib.ops.heatmaps import (NORMALISATIONS, class_heatmaps, heatmap_regions, label_to_regions, normalise_maps,
-                                   raw_class_maps, regions_to_label, ubiquitous_classes)
+from wsss_lib.ops.heatmaps import (NORMALISATIONS, class_heatmaps, heatmap_auc, heatmap_regions, label_to_regions,
+                                   normalise_maps, raw_class_maps, regions_to_label, ubiquitous_classes)
 from wsss_lib.models.classifier import build_heatmap_classifier
 
 
@@ -161,3 +161,30 @@ def test_regions_label_roundtrip_and_ubiquitous():
     assert ubiquitous_classes(tags, 0.95) == [0] and ubiquitous_classes(tags, 0.7) == [0, 2]
     with pytest.raises(InvalidInputError):
         ubiquitous_classes(np.zeros((0, 3)))
+
+
+class TestHeatmapAUC:
+    def test_localised_anti_localised_and_absent(self):
+        lab = torch.zeros(2, 4, 4, dtype=torch.long)
+        lab[0, :, :2] = 1  # image 0: class 1 on the left half, class 0 on the right
+        lab[1] = 2  # image 1: class 2 everywhere (no negatives)
+        lab[0, 0, 0] = 255  # ignored
+        hm = torch.zeros(2, 3, 4, 4)
+        hm[0, 1, :, :2] = 1.0  # class 1 fires on its own pixels
+        hm[0, 0, :, :2] = 1.0  # class 0 fires on the OTHER class's pixels (co-occurrence, not location)
+        auc = heatmap_auc(hm, lab)
+        assert auc.shape == (2, 3) and auc.dtype == np.float64
+        assert auc[0, 1] == pytest.approx(1.0) and auc[0, 0] == pytest.approx(0.0)
+        assert np.isnan(auc[0, 2]) and np.isnan(auc[1]).all()  # absent, or covering the whole image
+
+    def test_ignored_pixels_are_left_out_and_ties_count_half(self):
+        lab = torch.tensor([[[0, 1], [255, 255]]])
+        hm = torch.zeros(1, 2, 2, 2)
+        hm[0, 1, 1] = 5.0  # high scores only on ignored pixels
+        assert heatmap_auc(hm, lab)[0, 1] == pytest.approx(0.5)
+
+    def test_bad_input(self):
+        with pytest.raises(InvalidInputError, match=r"\(N, H, W\)"):
+            heatmap_auc(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 4, dtype=torch.long))
+        with pytest.raises(InvalidInputError, match="floating point"):
+            heatmap_auc(torch.zeros(1, 2, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long))

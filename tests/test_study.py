@@ -9,9 +9,10 @@ import pytest
 
 from study_checks import TINY_PAPER1, assert_study_resumes
 from wsss_lib.cli import main
+from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.papers import study_paper1 as S
 from wsss_lib.papers.common import make_context
-from wsss_lib.papers.study import Comparison, markdown, run_seeds, summarise
+from wsss_lib.papers.study import Comparison, ItemMean, item_mean, markdown, run_seeds, summarise
 
 TINY = TINY_PAPER1
 
@@ -83,6 +84,29 @@ def test_summarise_flags_targets(tmp_path):
     assert summ["comparisons"][0]["met"] is True and summ["comparisons"][1]["met"] is False
     assert summ["comparisons"][0]["a"] == "good" and summ["comparisons"][0]["a_value"] > 0.8
     assert "| good - bad |" in markdown(summ, "t") and "**no**" in markdown(summ, "t")
+
+
+def test_item_rows_average_items_then_seeds_and_flag_targets(tmp_path):
+    auc = {0: np.array([[0.9, np.nan], [0.7, 0.2]]), 1: np.array([[1.0, np.nan], [0.8, 0.4]])}  # (images, classes)
+
+    def run(s, f):
+        return {"conf": {"m": np.ones((2, 2, 2, 2), dtype=np.int64)},
+                "meta": {"auc": auc[s], "miou": 0.3 + 0.1 * s}}
+
+    res = run_seeds(tmp_path, [0, 1], run, progress=False)
+    rows = [ItemMean("auc c0", "auc", column=0, target=0.75), ItemMean("auc c1", "auc", column=1, target=0.75),
+            ItemMean("regions", "miou", target=0.45)]
+    summ = summarise(res, [], [], rows, n_resamples=200)
+    q = {r["label"]: r for r in summ["items"]}
+    assert q["auc c0"]["per_seed"] == pytest.approx([0.8, 0.9]) and q["auc c0"]["value"] == pytest.approx(0.85)
+    assert q["auc c0"]["met"] is True and q["auc c0"]["low"] <= 0.85 <= q["auc c0"]["high"]
+    assert q["auc c1"]["n_items"] == 1 and q["auc c1"]["value"] == pytest.approx(0.3) and q["auc c1"]["met"] is False
+    assert q["regions"]["value"] == pytest.approx(0.35) and q["regions"]["met"] is False
+    md = markdown(summ, "t")
+    assert "| auc c0 | 0.850 |" in md and "| regions | 0.350 |" in md
+    assert np.isnan(item_mean(np.full((2, 3), np.nan))["value"])
+    with pytest.raises(InvalidInputError, match="not recorded"):
+        summarise(res, [], [], [ItemMean("x", "missing")], n_resamples=50)
 
 
 def test_prior_beats_faithful_cam_like_for_like_on_the_quick_run(quick_run_dir, quick_run):

@@ -79,12 +79,22 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     assert means["full, foreground classes"]["target"] == 0.5 and means["full, foreground classes"]["met"] in (True,
                                                                                                                False)
     assert {"single_bg oracle ceiling", *KINDS} <= set(means)
+    items = {q["label"]: q for q in summary["items"]}
+    auc_rows = [q for q in summary["items"] if q["key"] == "heatmap_auc_val"]
+    assert len(auc_rows) == 8
+    assert all(q["target"] == 0.75 and (q["n_items"] == 0 or 0 <= q["value"] <= 1) for q in auc_rows)
+    assert any(q["n_items"] > 0 for q in auc_rows)
+    assert items["heatmap regions, train mIoU"]["target"] == 0.45
+    motion = [q for q in summary["items"] if q["key"] == "motion_auc_test"][0]
+    assert len(set(motion["per_seed"])) == 1  # the flow does not depend on the seed
     md = (out / "study.md").read_text()
+    assert "heatmap AUC on VAL images, road" in md
     assert "two-stream - shuffled flow, moving classes" in md and "95 %" in md and "full, foreground classes" in md
     scores = torch.load(out / "seed_0" / "scores.pt", weights_only=False)
     assert set(scores["conf"]) == {f"video/{k}" for k in KINDS} | {"video/single_bg_oracle"}
     assert all(tuple(v.shape) == (6, 8, 8) for v in scores["conf"].values())
     meta = scores["meta"]
+    assert meta["heatmap_auc_val"].shape == (6, 8)  # 2 VAL clips x 3 frames, 8 classes
     assert meta["fg_classifier"]["last_stage"] == "conv5" and meta["full_class_weights"][0] > 0
     assert all(meta["kinds"][k]["steps"] == 3 for k in KINDS)  # preset steps (kind_steps empty)
     # the single-bg model was trained from paper 1's foreground classifier, in its own checkpoint

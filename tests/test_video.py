@@ -12,11 +12,11 @@ from wsss_lib.data.base import DatasetInfo
 from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.models.classifier import build_heatmap_classifier
 from wsss_lib.ops.losses import region_loss
-from wsss_lib.core.metrics import ConfusionMatrix
+from wsss_lib.core.metrics import ConfusionMatrix, binary_auc
 from wsss_lib.engine.train import InMemoryDataset
 from wsss_lib.ops.flow import encode_flow
 from wsss_lib.core.io import to_uint8
-from wsss_lib.papers.video import (FLOW_CONTROLS, KINDS, base_kind, binary_auc, build_video_model, compute_fgbg_masks,
+from wsss_lib.papers.video import (FLOW_CONTROLS, KINDS, base_kind, build_video_model, compute_fgbg_masks,
                                    compute_regions, derangement, evaluate_predictions, evaluate_video,
                                    fg_binary_labels, flow_control, hflip_video_batch, load_video_data,
                                    motion_statistics, oracle_bg_prediction, predict_video, pseudo_label_scores,

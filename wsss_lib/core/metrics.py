@@ -8,6 +8,7 @@
   counts kept per image (for bootstrap intervals over images, :mod:`wsss_lib.core.stats`).
 * :func:`mask_scores` binary IoU / precision / recall of a fg/bg mask.
 * :func:`average_precision` per-class AP and mAP for multi-label tag prediction.
+* :func:`binary_auc` the area under the ROC curve of scores for a binary target.
 """
 
 from __future__ import annotations
@@ -170,3 +171,16 @@ def average_precision(scores, targets) -> dict:
         prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
         aps[k] = float((prec * hits).sum() / pos)
     return {"ap": aps, "map": float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")}
+
+
+def binary_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for ``positive`` (1-D tensors; ties averaged)."""
+    s = scores.flatten().double()
+    y = positive.flatten().bool()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata  # lazy: scipy is heavy and needed by this function only
+
+    ranks = torch.from_numpy(rankdata(s.numpy()))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -16,6 +16,8 @@ reconstruction ([ours], each choice a parameter):
    ``threshold``; ``mode="soft"`` keeps the heatmap value as a weight instead; optionally refined
    by a dense CRF (:func:`wsss_lib.ops.crf.dense_crf`) over the tagged classes. The result,
    ``regions (B, C, H, W)`` in [0, 1], is what :func:`wsss_lib.ops.losses.region_loss` rewards.
+4. :func:`heatmap_auc` — how well a heatmap localises its class inside an image (per-image ROC AUC
+   against the pixel labels): the check that heatmaps show *location*, not co-occurrence.
 
 All functions are batched and run on CPU or GPU.
 """
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 
 from ..core.errors import InvalidInputError
 from ..core.io import to_uint8_image
+from ..core.metrics import binary_auc
 from ..core.runtime import predict_batches
 from . import crf as crf_mod
 from .masks import normalize_maps
@@ -155,6 +158,33 @@ def ubiquitous_classes(tags, min_freq: float = 0.95) -> list[int]:
     if t.ndim != 2 or t.shape[0] == 0:
         raise InvalidInputError(f"tags must be a non-empty (N, C) array, got {tuple(t.shape)}")
     return [int(c) for c in torch.nonzero(t.mean(0) >= float(min_freq)).flatten()]
+
+
+def heatmap_auc(heatmaps: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> np.ndarray:
+    """How well each class's heatmap *localises* it inside each image: per image and class, the
+    area under the ROC curve of the heatmap as a detector of that class's pixels
+    (:func:`~wsss_lib.core.metrics.binary_auc`; 0.5 = no information, < 0.5 = anti-localised).
+
+    ``heatmaps`` float ``(N, C, H, W)`` (any range; one channel per dataset class), ``labels`` int
+    ``(N, H, W)`` (pixels equal to ``ignore_index`` are left out). Returns float64 ``(N, C)``: NaN
+    where the class has no pixel in the image, or covers all of it.
+    """
+    _check_maps(heatmaps, "heatmaps")
+    lab = torch.as_tensor(labels).long()
+    if lab.shape != heatmaps.shape[:1] + heatmaps.shape[2:]:
+        raise InvalidInputError(f"labels must be (N, H, W) = {tuple(heatmaps.shape[:1] + heatmaps.shape[2:])}, "
+                                f"got {tuple(lab.shape)}")
+    n, c = heatmaps.shape[:2]
+    out = np.full((n, c), np.nan)
+    hm = heatmaps.detach().float().cpu()
+    lab = lab.cpu()
+    for i in range(n):
+        valid = lab[i] != ignore_index
+        li = lab[i][valid]
+        for k in torch.unique(li).tolist():
+            if 0 <= k < c:
+                out[i, k] = binary_auc(hm[i, k][valid], li == k)
+    return out
 
 
 def heatmap_regions(heatmaps: torch.Tensor, tags: torch.Tensor, threshold: float = 0.2, mode: str = "argmax",

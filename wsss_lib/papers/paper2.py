@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..core.config import PRESETS, preset
@@ -37,6 +38,7 @@ from ..models.classifier import build_heatmap_classifier
 from ..models.init import init_from
 from ..ops.crf import CRFParams
 from ..ops.flow import FlowParams
+from ..ops.heatmaps import class_heatmaps, heatmap_auc
 from ..ops.losses import median_frequency_weights
 from ..ops.masks import evaluate_masks
 from .common import TOY_DATASETS, complete_checkpoints, dataset_split, load_or_train, profile
@@ -235,6 +237,19 @@ def get_regions(ctx, classifier, streets: dict, split: str = "train", progress: 
     reg = compute_regions(classifier, ds, device=ctx.device, progress=progress, **kw)
     return {"regions": reg, "scores": pseudo_label_scores(reg, ds.labels, streets["info"]),
             "config": {k: (v if not hasattr(v, "to_dict") else v.to_dict()) for k, v in kw.items()}}
+
+
+def heatmap_localisation(ctx, classifier, streets: dict, split: str = "val", batch_size: int = 32) -> np.ndarray:
+    """Per-image, per-class heatmap AUC of ``split`` (:func:`wsss_lib.ops.heatmaps.heatmap_auc`) with the
+    ``heatmaps`` preset's layer and normalisation: float64 ``(N, C)``, NaN where a class is absent."""
+    kw = heatmap_config(ctx)
+    ds, info = streets["data"][split], streets["info"]
+    out = []
+    for s in range(0, len(ds), batch_size):
+        x = ds.images[s:s + batch_size].to(ctx.device).float().div_(255.0)
+        hm = class_heatmaps(classifier, x, layer=kw["layer"], normalisation=kw["normalisation"], batch_size=batch_size)
+        out.append(heatmap_auc(hm, ds.labels[s:s + batch_size], info.ignore_index))
+    return np.concatenate(out) if out else np.zeros((0, info.num_classes))
 
 
 def get_fgbg_masks(ctx, classifier=None, streets: dict | None = None, split: str = "train",

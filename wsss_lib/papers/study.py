@@ -27,7 +27,7 @@ from ..core.checkpoint import load_checkpoint, save_checkpoint
 from ..core.errors import CheckpointError, InvalidInputError
 from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.results import default_output_dir
-from ..core.stats import mean_ci, paired_difference
+from ..core.stats import bootstrap_ci, mean_ci, paired_difference
 from .common import make_context
 
 
@@ -42,6 +42,20 @@ def read_study_table(paper: str, stem: str = "study", folder=None) -> str | None
     :func:`default_study_dir`), or None when it has not been run."""
     path = Path(folder or default_study_dir(paper)) / f"{stem}.md"
     return path.read_text() if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class ItemMean:
+    """One row of a study's table of per-item quantities that are not confusion matrices: the mean
+    over seeds of the NaN-mean over items of ``meta[key]`` (per seed an ``(N,)`` or ``(N, K)`` array;
+    ``column`` picks one column of the latter; a scalar is one item), e.g. a class's heatmap AUC per
+    VAL image. ``target``: the mean must reach it. Intervals: seeds and items resampled
+    (:func:`~wsss_lib.core.stats.bootstrap_ci`)."""
+
+    label: str
+    key: str
+    column: int | None = None
+    target: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,15 +108,15 @@ def run_study(out, seeds: Sequence[int], score_seed: Callable, rows: Callable[[d
               n_resamples: int = 2000, filename: str = "scores.pt", stem: str = "study") -> dict:
     """A whole seed study: for every seed a run context on ``<out>/seed_<s>`` (:func:`make_context`),
     ``score_seed(ctx)`` (-> ``{"conf", "meta"}``, resumable through :func:`run_seeds`), then the table of
-    ``rows(results)`` (-> ``(comparisons, mean rows)``) written to ``<out>/<stem>.{json,md}``."""
+    ``rows(results)`` (-> ``(comparisons, mean rows[, item rows])``) written to ``<out>/<stem>.{json,md}``."""
     t0 = time.time()
 
     def one(seed: int, folder: Path) -> dict:
         return score_seed(make_context(data_root, folder, device, quick, seed, dataset, name="study"))
 
     results = run_seeds(out, seeds, one, progress=progress, filename=filename)
-    comparisons, means = rows(results)
-    summary = summarise(results, comparisons, means, n_resamples=n_resamples)
+    comparisons, means, *items = rows(results)
+    summary = summarise(results, comparisons, means, items[0] if items else (), n_resamples=n_resamples)
     summary.update(wall_seconds=time.time() - t0, quick=bool(quick), dataset=dataset)
     write_study(out, summary, title + (" (quick sizes)" if quick else ""), stem)
     return summary
@@ -116,9 +130,42 @@ def stack(results: dict, method: str) -> np.ndarray:
     return np.stack([np.asarray(results[s]["conf"][method]) for s in sorted(results)])
 
 
-def summarise(results: dict, comparisons: Sequence[Comparison], methods: Sequence[tuple] = (), **kw) -> dict:
+def item_values(results: dict, row: ItemMean) -> np.ndarray:
+    """``(S, N)`` values of an :class:`ItemMean` row (seeds in sorted order; a scalar is one item)."""
+    vals = []
+    for s in sorted(results):
+        meta = results[s]["meta"]
+        if row.key not in meta:
+            raise InvalidInputError(f"{row.key!r} was not recorded for seed {s} (delete its scores file to rescore it)")
+        v = np.atleast_1d(np.asarray(meta[row.key], dtype=np.float64))
+        vals.append(v[:, row.column] if row.column is not None else v.reshape(len(v), -1)[:, 0])
+    if len({len(v) for v in vals}) != 1:
+        raise InvalidInputError(f"{row.key!r} has different item counts across seeds: {[len(v) for v in vals]}")
+    return np.stack(vals)
+
+
+def item_mean(values: np.ndarray, **kw) -> dict:
+    """Mean over seeds of the NaN-mean over items of ``values`` ``(S, N)``, with its bootstrap interval
+    (seeds and items resampled; items that are NaN for every seed are dropped first)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[:, ~np.isnan(v).all(0)]
+    if v.size == 0:
+        return {"value": float("nan"), "low": float("nan"), "high": float("nan"), "per_seed": [], "n_items": 0}
+
+    def statistic(si, ii):
+        with np.errstate(all="ignore"):
+            return float(np.nanmean(np.nanmean(v[np.ix_(si, ii)], axis=1)))
+
+    out = bootstrap_ci(statistic, v.shape, **kw)
+    out.update(per_seed=[float(x) for x in np.nanmean(v, axis=1)], n_items=int(v.shape[1]))
+    return out
+
+
+def summarise(results: dict, comparisons: Sequence[Comparison], methods: Sequence[tuple] = (),
+              items: Sequence[ItemMean] = (), **kw) -> dict:
     """The study table. ``methods``: ``(label, method, classes)`` rows of plain means, or
-    ``(label, method, classes, target)``: the mean must reach ``target`` (``met``); ``kw`` goes to
+    ``(label, method, classes, target)``: the mean must reach ``target`` (``met``); ``items``:
+    :class:`ItemMean` rows of recorded per-item quantities; ``kw`` goes to
     :func:`~wsss_lib.core.stats.bootstrap_ci` (``n_resamples``, ``confidence``, ``seed``)."""
     rows = []
     for c in comparisons:
@@ -135,9 +182,14 @@ def summarise(results: dict, comparisons: Sequence[Comparison], methods: Sequenc
         r = mean_ci(stack(results, method), classes, **kw)
         means.append({"label": label, "method": method, "classes": classes, **r, "target": target,
                       "met": None if target is None else bool(r["value"] >= target)})
+    quantities = []
+    for row in items:
+        r = item_mean(item_values(results, row), **kw)
+        quantities.append({**asdict(row), **r,
+                           "met": None if row.target is None else bool(r["value"] >= row.target)})
     seeds = sorted(results)
     return {"seeds": seeds, "n_images": int(stack(results, comparisons[0].a).shape[1]) if comparisons else None,
-            "comparisons": rows, "means": means,
+            "comparisons": rows, "means": means, "items": quantities,
             "seconds_per_seed": {s: results[s]["meta"].get("seconds") for s in seeds},
             "meta": {s: results[s]["meta"] for s in seeds}}
 
@@ -175,6 +227,13 @@ def markdown(summary: dict, title: str) -> str:
                 row += ("  |  |" if tgt is None else
                         f" {100 * tgt:.1f} | {'yes' if m['met'] else '**no**'} |")
             lines.append(row)
+    if summary.get("items"):
+        lines += ["", "| quantity | mean | 95 % CI | per seed | items | target | met |", "|---|---|---|---|---|---|---|"]
+        for q in summary["items"]:
+            tgt = "" if q["target"] is None else f"{q['target']:.2f}"
+            met = "" if q["met"] is None else ("yes" if q["met"] else "**no**")
+            lines.append(f"| {q['label']} | {q['value']:.3f} | [{q['low']:.3f}, {q['high']:.3f}] | "
+                         f"{' '.join(f'{v:.3f}' for v in q['per_seed'])} | {q['n_items']} | {tgt} | {met} |")
     secs = [v for v in summary["seconds_per_seed"].values() if v]
     if secs:
         lines += ["", f"Wall time per seed: {np.mean(secs) / 60:.1f} min (mean of {len(secs)} seeds run)."]

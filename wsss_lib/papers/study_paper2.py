@@ -16,7 +16,10 @@ per-image confusion matrices ``(N, C, C)`` of every compared video model (datase
 
 :data:`COMPARISONS` holds the issue's targets (classes: ToyStreets' moving / background /
 foreground indices; :func:`paper2_comparisons` builds them for any dataset). The "full foreground
-mIoU >= 0.5" target is a mean row with a target (:func:`paper2_means`), not a comparison.
+mIoU >= 0.5" target is a mean row with a target (:func:`paper2_means`), not a comparison. The targets
+that are not segmentation scores (every class's per-image heatmap AUC on VAL >= 0.75, heatmap regions'
+train mIoU >= 0.45) are :class:`~wsss_lib.papers.study.ItemMean` rows (:func:`paper2_items`), from the
+seed's ``meta``.
 
 :func:`choose_paper2` chooses each kind's training steps on VAL (seed 0) and writes
 ``<out>/choices.json``; the ``video_seg`` preset's ``kind_steps`` holds the chosen values.
@@ -29,14 +32,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Sequence
 
+import torch
+
 from ..core.config import preset
 from ..core.errors import InvalidInputError
 from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.metrics import per_image_confusion
 from ..data.toy_streets import toy_streets_info
 from . import paper2 as P
-from .study import Comparison, run_study
-from .video import KINDS, base_kind, evaluate_predictions, motion_statistics, oracle_bg_prediction, predict_video
+from .study import Comparison, ItemMean, run_study
+from .video import (KINDS, base_kind, evaluate_predictions, motion_statistics, oracle_bg_prediction, predict_video,
+                    uses_flow)
 
 # every compared kind; the motion controls and the oracle ceiling exist for the study's claims
 STUDY_KINDS = KINDS
@@ -123,6 +129,11 @@ def run_paper2_seed(ctx, kinds: Sequence[str] = STUDY_KINDS, progress: bool = Fa
             "full_loss": cfg["full_loss"]}
     if "regions" in exp:
         meta["regions"] = {k: exp["regions"]["scores"][k] for k in ("miou", "bg_miou", "fg_miou", "coverage")}
+        meta["regions_train_miou"] = float(exp["regions"]["scores"]["miou"])
+    # do the heatmaps show location, not co-occurrence? per VAL image and class (NaN: class absent)
+    meta["heatmap_auc_val"] = torch.from_numpy(P.heatmap_localisation(ctx, exp["classifier"], streets, "val"))
+    if any(uses_flow(k) for k in kinds):  # what the motion stream sees on TEST (the flow has no seed)
+        meta["motion_auc_test"] = motion_statistics(streets["data"]["test"], info)["moving_auc"]
     if "fgbg" in exp:
         meta["fg_classifier"] = {k: exp["fg_classifier_info"][k] for k in ("map", "acc", "last_stage")}
         meta["fgbg"] = {"threshold": exp["fgbg"]["threshold"], "mask_iou": exp["fgbg"]["mask_scores"]["iou"],
@@ -153,11 +164,26 @@ def paper2_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
         space = SimpleNamespace(**results[min(results)]["meta"]["label_space"])
         have = set(kinds)
         comps = [c for c in paper2_comparisons(space) if all(_method_kind(m) in have for m in (c.a, c.b))]
-        return comps, paper2_means(space, kinds)
+        return comps, paper2_means(space, kinds), paper2_items(space, kinds)
 
     return run_study(out, seeds, lambda ctx: run_paper2_seed(ctx, kinds, progress=progress), rows,
                      "Paper 2 on " + dataset, quick=quick, device=device, data_root=data_root, dataset=dataset,
                      progress=progress, n_resamples=n_resamples)
+
+
+def paper2_items(info, kinds: Sequence[str] = STUDY_KINDS) -> list[ItemMean]:
+    """The issue's targets that are not segmentation scores: every class's per-image heatmap AUC on VAL
+    >= 0.75 (background classes included), the heatmap regions' train mIoU >= 0.45; and, without a
+    target, the flow magnitude's AUROC for moving-class pixels on TEST."""
+    bases = {base_kind(k) for k in kinds}
+    rows = [ItemMean(f"heatmap AUC on VAL images, {name}", "heatmap_auc_val", column=c, target=0.75)
+            for c, name in enumerate(info.classes)]
+    if bases & {"appearance", "two_stream"}:
+        rows.append(ItemMean("heatmap regions, train mIoU", "regions_train_miou", target=0.45))
+    if "two_stream" in bases:
+        rows.append(ItemMean("flow magnitude AUROC of moving-class pixels, TEST (same flow every seed)",
+                             "motion_auc_test"))
+    return rows
 
 
 # ----------------------------------------------------------------------------- choices on VAL

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from ..core.config import PRESETS
 from ..core.errors import InvalidInputError
 from ..core.io import to_uint8
-from ..core.metrics import ConfusionMatrix
+from ..core.metrics import ConfusionMatrix, binary_auc
 from ..core.runtime import predict_batches
 from ..data.base import SegmentationDataset
 from ..data.registry import load_label
@@ -534,19 +534,6 @@ def pseudo_label_scores(regions: torch.Tensor, labels: torch.Tensor, info) -> di
     res = evaluate_predictions(lab.clamp(max=info.num_classes - 1), target, info)
     res["coverage"] = float((lab != info.ignore_index).float().mean())
     return res
-
-
-def binary_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """Area under the ROC curve of ``scores`` for ``positive`` (1-D tensors; ties averaged)."""
-    s = scores.flatten().double()
-    y = positive.flatten().bool()
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    from scipy.stats import rankdata  # lazy: scipy is heavy and needed by this function only
-
-    ranks = torch.from_numpy(rankdata(s.numpy()))
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def motion_statistics(ds, info, max_pixels: int = 400_000, seed: int = 0) -> dict:
