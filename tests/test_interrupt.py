@@ -75,3 +75,63 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert a["complete"] and b["complete"] and a["step"] == b["step"]
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), f"{k} differs after resume (tolerance: exact, fp32 CPU)"
+
+
+MASK_SCRIPT = textwrap.dedent('''
+    import sys, time, torch
+    sys.path.insert(0, {tests!r})
+    from test_distributed import _dataset, _tiny_classifier
+    from wsss_lib.engine import shard
+    block = int(sys.argv[2])
+    ds, clf = _dataset(12, 3), _tiny_classifier()
+    if block:  # after `block` batches were extracted, hang until the parent kills us
+        extract, calls = shard.extract_masks, [0]
+        def slow_extract(*a, **kw):
+            calls[0] += 1
+            if calls[0] > block:
+                time.sleep(3600)
+            return extract(*a, **kw)
+        shard.extract_masks = slow_extract
+    res = shard.extract_masks_job(clf, ds, sys.argv[1], threshold=0.5, crf={{"iterations": 2}}, batch_size=2,
+                                  rank=0, world=1, progress=False, save_probs=True)
+    print("COMPUTED", res["computed"], "SKIPPED", res["skipped"])
+''')
+
+
+def _launch_masks(tmp_path: Path, out: Path, block: int) -> subprocess.Popen:
+    script = tmp_path / "mask_job.py"
+    script.write_text(MASK_SCRIPT.format(tests=str(Path(__file__).parent)))
+    return subprocess.Popen([sys.executable, str(script), str(out), str(block)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_sigkill_during_mask_extraction_keeps_finished_masks_and_completes_identically(tmp_path):
+    import numpy as np
+
+    full = _launch_masks(tmp_path, tmp_path / "full", 0)
+    out, err = full.communicate(timeout=300)
+    assert full.returncode == 0 and "COMPUTED 12 SKIPPED 0" in out, err
+
+    killed = tmp_path / "killed"
+    job = _launch_masks(tmp_path, killed, 3)  # 3 batches (6 images) written, then it hangs in the 4th
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(killed.glob("*.png"))) < 6 and job.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it enter the hanging batch
+    job.send_signal(signal.SIGKILL)
+    job.wait(timeout=30)
+    assert job.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    done = {p.name: p.stat().st_mtime_ns for p in killed.glob("*.png")}
+    assert len(done) == 6 and len(list(killed.glob("*.npz"))) == 6  # whole items only (atomic renames)
+
+    resumed = _launch_masks(tmp_path, killed, 0)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "COMPUTED 6 SKIPPED 6" in out, (out, err)  # finished work is not redone
+    assert all((killed / n).stat().st_mtime_ns == t for n, t in done.items())
+    assert not [p for p in killed.iterdir() if p.suffix not in (".png", ".npz")]  # no temp file left behind
+    for p in sorted((tmp_path / "full").glob("*")):
+        q = killed / p.name
+        if p.suffix == ".png":
+            assert p.read_bytes() == q.read_bytes(), p.name
+        else:
+            assert np.array_equal(np.load(p)["fg"], np.load(q)["fg"]), p.name
