@@ -147,6 +147,12 @@ def test_flow_partners_pairs_next_frame_and_last_with_previous():
     assert p[ids["c0_1"]] == (ids["c0_2"], 1.0)
     assert p[ids["c0_2"]] == (ids["c0_1"], -1.0)
     assert p[ids["still"]] == (-1, 0.0)
+    # a sequence neighbour (Cityscapes' leftImg8bit_sequence) beats another labelled frame of the clip
+    s[ids["c0_0"]] = Sample(id="c0_0", image=None, clip="c0", frame=0, neighbor="seq/c0_1.png", neighbor_offset=1)
+    s[ids["c1_2"]] = Sample(id="c1_2", image=None, clip="c1", frame=2, neighbor="seq/c1_1.png", neighbor_offset=-1)
+    p = flow_partners(s)
+    assert p[ids["c0_0"]] == ("seq/c0_1.png", 1.0) and p[ids["c1_2"]] == ("seq/c1_1.png", -1.0)
+    assert p[ids["c0_1"]] == (ids["c0_2"], 1.0)
 
 
 def test_dataset_flow_cache_roundtrip(tmp_path):

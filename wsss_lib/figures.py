@@ -260,9 +260,12 @@ def tag_names(info, tags) -> str:
     return ", ".join(info.classes[i] for i in torch.nonzero(torch.as_tensor(tags) > 0.5).flatten().tolist())
 
 
-def plot_frames(streets: dict, split: str = "train", indices=(0, 1, 2, 3), with_labels: bool = True):
-    """Frames (and GT) of ``split`` with their tags as titles."""
+def plot_frames(streets: dict, split: str = "train", indices=None, with_labels: bool = True):
+    """Frames (and GT) of ``split`` with their tags as titles; ``indices`` default: 4 frames spread
+    evenly over the split (so several clips)."""
     ds, info = streets["data"][split], streets["info"]
+    if indices is None:
+        indices = sorted({int(v) for v in np.linspace(0, len(ds) - 1, min(4, len(ds)))})
     ims, titles = [], []
     for i in indices:
         ims.append(_img(ds, i))

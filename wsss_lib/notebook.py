@@ -18,13 +18,15 @@ from pathlib import Path
 
 import torch
 
+from .core.config import preset
 from .core.errors import InvalidInputError
 from .core.results import record as _record
 from .papers.common import RunContext, make_context
 from .viz import save_figure
 
 _TYPES = {"quick": bool, "seed": int, "device": str, "dataset": str, "data_root": (str, type(None)),
-          "output_dir": (str, type(None))}
+          "output_dir": (str, type(None)), "real_subset": (dict, type(None)), "clips": (dict, type(None)),
+          "frame_size": (list, tuple, type(None))}
 
 
 @dataclass
@@ -102,13 +104,27 @@ def check_types(**params) -> None:
 
 
 def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto", dataset: str = "toy_objects",
-          data_root: str | None = None, output_dir: str | None = None) -> NotebookContext:
-    """Validate parameters, seed, select the device, create output folders; print a summary."""
-    check_types(quick=quick, seed=seed, device=device, dataset=dataset, data_root=data_root, output_dir=output_dir)
+          data_root: str | None = None, output_dir: str | None = None, real_subset: dict | None = None,
+          clips: dict | None = None, frame_size=None) -> NotebookContext:
+    """Validate parameters, seed, select the device, create output folders; print a summary.
+
+    ``real_subset``: overrides of the "real_subset" preset for a real dataset in notebooks 01-04 (e.g.
+    ``{"n_train": 100, "image_size": [128, 128]}``); ``clips``: clips per split for 05-07 (e.g.
+    ``{"train": 40, "val": 10, "test": 10}``); ``frame_size``: ``(H, W)`` a real dataset's frames are resized to
+    in 05-07 (default: the ``paper2_video_seg`` preset's). An unknown key is one clear error."""
+    check_types(quick=quick, seed=seed, device=device, dataset=dataset, data_root=data_root, output_dir=output_dir,
+                real_subset=real_subset, clips=clips, frame_size=frame_size)
+    if frame_size is not None and (len(frame_size) != 2 or min(int(v) for v in frame_size) < 8):
+        raise InvalidInputError(f"frame_size must be (H, W) with sides >= 8 px, got {frame_size!r}")
+    if real_subset:
+        preset("real_subset", quick, **real_subset)  # raises on a typo, before any work
+    if clips and set(clips) - {"train", "val", "test"}:
+        raise InvalidInputError(f"clips takes the splits train, val, test; got {sorted(clips)}")
 
     # notebooks run the toy-sized pipeline on every dataset (real ones resized, as subsets: "real_subset" preset);
     # the paper-scale pipeline is `wsss reproduce`
     base = make_context(data_root, output_dir, device, quick, seed, dataset, name, preset="toy")
+    base.real_subset, base.clips, base.frame_size = real_subset, clips, frame_size
     ctx = NotebookContext(**{f.name: getattr(base, f.name) for f in fields(RunContext)})
     ctx.figures.mkdir(parents=True, exist_ok=True)
     if ctx.device.type == "cpu":

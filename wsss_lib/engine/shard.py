@@ -344,11 +344,8 @@ def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = T
                          device: str | torch.device = "cpu", rank: int | None = None,
                          world: int | None = None) -> dict:
     """Compute and cache the flow of every sample (see :func:`~wsss_lib.ops.flow.flow_partners` for
-    the pairing): a :func:`run_sharded` job, one ``.npz`` per frame (``FlowCache.path``).
-
-    A sample with a ``neighbor`` frame (Cityscapes ``leftImg8bit_sequence``, see
-    :class:`~wsss_lib.data.base.Sample`) gets its flow towards that frame instead (negated for a
-    previous frame, ``neighbor_offset < 0``). Frames with neither get zero flow (``"zero_flow"``
+    the pairing, Cityscapes' ``leftImg8bit_sequence`` neighbours included): a :func:`run_sharded` job,
+    one ``.npz`` per frame (``FlowCache.path``). Frames without a partner get zero flow (``"zero_flow"``
     counts them).
 
     Only missing files are computed unless ``overwrite``. ``rank``/``world``: compute only this
@@ -359,10 +356,6 @@ def compute_dataset_flow(samples: Sequence, cache: FlowCache, progress: bool = T
     """
     params = cache.params
     partners = flow_partners(samples)
-    for i, s in enumerate(samples):
-        nb = getattr(s, "neighbor", None)
-        if nb is not None:  # the adjacent video frame beats another labelled frame of the clip
-            partners[i] = (nb, 1.0 if getattr(s, "neighbor_offset", 1) > 0 else -1.0)
     zero = sum(1 for j, _ in partners if isinstance(j, int) and j < 0)
     cache.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(cache.folder / "params.json", json.dumps(asdict(params), indent=2, sort_keys=True).encode())

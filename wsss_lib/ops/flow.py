@@ -256,12 +256,15 @@ def encode_flow(flow, max_flow: float | None = None, normalisation: str = "fixed
 # --------------------------------------------------------------------------------------------
 # which frame each frame is paired with
 # --------------------------------------------------------------------------------------------
-def flow_partners(samples: Sequence) -> list[tuple[int, float]]:
-    """For each sample: ``(index of the frame its flow is computed to, sign)``.
+def flow_partners(samples: Sequence) -> list[tuple[int | str, float]]:
+    """For each sample: ``(partner, sign)``, the frame its flow is computed to.
 
-    Frame t of a clip is paired with frame t+1 (sign +1); the last frame of a clip with frame t-1
-    and its flow negated (sign -1, a first-order forward-flow estimate). A still image or a
-    one-frame clip gets ``(-1, 0)``: zero flow.
+    A sample with a ``neighbor`` frame (Cityscapes ``leftImg8bit_sequence``, see
+    :class:`~wsss_lib.data.base.Sample`) is paired with that file (a path; sign -1 for a previous
+    frame, ``neighbor_offset < 0``): the adjacent video frame beats another labelled frame of the clip.
+    Otherwise frame t of a clip is paired with the index of frame t+1 (sign +1); the last frame of a
+    clip with frame t-1 and its flow negated (sign -1, a first-order forward-flow estimate). A still
+    image or a one-frame clip gets ``(-1, 0)``: zero flow.
     """
     by_clip: dict[str, list[tuple[int, int]]] = {}
     for i, s in enumerate(samples):
@@ -275,6 +278,10 @@ def flow_partners(samples: Sequence) -> list[tuple[int, float]]:
                 out[i] = (frames[k + 1][1], 1.0)
             elif k > 0:
                 out[i] = (frames[k - 1][1], -1.0)
+    for i, s in enumerate(samples):
+        nb = getattr(s, "neighbor", None)
+        if nb is not None:
+            out[i] = (nb, 1.0 if getattr(s, "neighbor_offset", 1) > 0 else -1.0)
     return out
 
 

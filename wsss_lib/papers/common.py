@@ -49,6 +49,12 @@ class RunContext:
     dataset: str = "toy_objects"
     name: str = "cli"
     preset: str = "auto"  # preset profile: "toy", "paper" or "auto" (toy datasets -> toy, real ones -> paper)
+    # run-size overrides (notebook parameters): of the "real_subset" preset (real data in paper 1's toy-sized
+    # pipeline: n_train / n_val / n_test / image_size), of the video clips per split (paper 2: train/val/test)
+    # and of paper 2's frame size on real data
+    real_subset: dict | None = None
+    clips: dict | None = None
+    frame_size: tuple | list | None = None  # paper 2 on a real dataset: (H, W) the frames are resized to
 
     @property
     def checkpoints(self) -> Path:

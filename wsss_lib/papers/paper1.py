@@ -81,11 +81,11 @@ def split_size(ctx, split: str) -> int | None:
 
 
 def real_subset(ctx) -> dict | None:
-    """The "real_subset" preset when the run uses a real dataset in the toy-sized (preloaded)
-    pipeline (notebooks 01-04 with ``dataset="voc"``...), else None."""
+    """The "real_subset" preset (with the run's ``ctx.real_subset`` overrides) when the run uses a real
+    dataset in the toy-sized (preloaded) pipeline (notebooks 01-04 with ``dataset="voc"``...), else None."""
     if streamed(ctx) or ctx.dataset in TOY_DATASETS:
         return None
-    return preset("real_subset", ctx.quick)
+    return preset("real_subset", ctx.quick, **(getattr(ctx, "real_subset", None) or {}))
 
 
 def _subset_split(ctx, split: str):

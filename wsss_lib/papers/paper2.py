@@ -30,6 +30,7 @@ import torch
 
 from ..core.config import PRESETS, preset
 from ..core.errors import InvalidInputError
+from ..core.io import read_image
 from ..data.registry import dataset_fingerprint
 from ..engine.shard import FlowCache, compute_dataset_flow
 from ..engine.predict import evaluate_classifier
@@ -37,7 +38,7 @@ from ..engine.train import train_classifier
 from ..models.classifier import build_heatmap_classifier
 from ..models.init import init_from
 from ..ops.crf import CRFParams
-from ..ops.flow import FlowParams
+from ..ops.flow import FlowParams, flow_partners
 from ..ops.heatmaps import class_heatmaps, heatmap_auc
 from ..ops.losses import median_frequency_weights
 from ..ops.masks import evaluate_masks
@@ -69,11 +70,13 @@ def source_split(ctx, split: str) -> str:
 
 
 def frame_size(ctx) -> tuple[int, int] | None:
-    """``(H, W)`` that a real dataset's frames are resized to before they are preloaded
-    (``image_size[dataset]`` of the paper-scale ``paper2_video_seg`` preset, in both profiles);
+    """``(H, W)`` that a real dataset's frames are resized to before they are preloaded (the run's
+    ``ctx.frame_size``, else ``image_size[dataset]`` of the paper-scale ``paper2_video_seg`` preset, in both profiles);
     None for the toy datasets (stored size)."""
     if ctx.dataset in TOY_DATASETS:
         return None
+    if getattr(ctx, "frame_size", None):  # the run's override (notebook parameter frame_size)
+        return tuple(int(v) for v in ctx.frame_size)
     sizes = preset("paper2_video_seg", ctx.quick)["image_size"]
     if ctx.dataset not in sizes:
         raise InvalidInputError(f"no frame size for dataset {ctx.dataset!r} in the paper2_video_seg preset "
@@ -113,6 +116,7 @@ def flow_cache(ctx, **overrides):
 def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, **flow_overrides) -> dict:
     """Index, compute/cache flow for, and load every split of ``ctx.dataset`` into memory.
 
+    Clips per split: the ``video_seg`` preset's ``clips``, updated with the run's ``ctx.clips``.
     Real datasets: each split reads :func:`source_split` (Cityscapes' "test" = its official val),
     frames are resized to :func:`frame_size` (bilinear; labels nearest; flow resized and rescaled),
     and the flow of a Cityscapes frame goes to its ``leftImg8bit_sequence`` neighbour.
@@ -125,8 +129,9 @@ def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, *
     size = frame_size(ctx)
     out = {"samples": {}, "data": {}, "flow": {}, "flow_cache": None, "flow_config": fcfg if flow else None,
            "size": size}
+    clips = {**_preset(ctx, "video_seg")["clips"], **(getattr(ctx, "clips", None) or {})}
     for split in splits:
-        info, samples = dataset_split(ctx, source_split(ctx, split), _preset(ctx, "video_seg")["clips"].get(split))
+        info, samples = dataset_split(ctx, source_split(ctx, split), clips.get(split))
         out["info"] = info
         out["samples"][split] = samples
         out["fingerprint"] = dataset_fingerprint(ctx.dataset, ctx.data_root)
@@ -138,6 +143,22 @@ def load_streets(ctx, splits=SPLITS, flow: bool = True, progress: bool = True, *
                                              flow_normalisation=fcfg["normalisation"], flow_subtract=fcfg["subtract"],
                                              progress=progress)
     return out
+
+
+def frame_pair(streets: dict, split: str, i: int) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Frame ``i`` of ``split`` and the frame its flow is computed to
+    (:func:`~wsss_lib.ops.flow.flow_partners`: the next frame of its clip, or Cityscapes' sequence
+    neighbour), both uint8 ``(H, W, 3)`` at the loaded size, and the flow's sign; None without a partner."""
+    j, sign = flow_partners(streets["samples"][split])[i]
+    if isinstance(j, int) and j < 0:
+        return None
+    ds = streets["data"][split]
+    a = ds.images[i].permute(1, 2, 0).numpy()
+    if isinstance(j, int):
+        return a, ds.images[j].permute(1, 2, 0).numpy(), sign
+    b = torch.from_numpy(read_image(j)).permute(2, 0, 1)[None].float()  # a sequence file at its stored size
+    b = torch.nn.functional.interpolate(b, size=a.shape[:2], mode="bilinear", align_corners=False)
+    return a, b[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy(), sign
 
 
 def _data_id(streets: dict, flow: bool = False) -> dict:
