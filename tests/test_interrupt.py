@@ -40,10 +40,11 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _launch(tmp_path: Path, ckpt: Path, block: int) -> subprocess.Popen:
-    script = tmp_path / "train_job.py"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
-    return subprocess.Popen([sys.executable, str(script), str(ckpt), str(block)], stdout=subprocess.PIPE,
+def _launch(tmp_path: Path, out: Path, block: int, script_text: str = SCRIPT) -> subprocess.Popen:
+    """Run ``script_text`` (a job writing ``out``; ``block`` > 0: hang after that many units of work)."""
+    script = tmp_path / f"job_{abs(hash(script_text))}.py"
+    script.write_text(script_text.format(tests=str(Path(__file__).parent)))
+    return subprocess.Popen([sys.executable, str(script), str(out), str(block)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
@@ -98,22 +99,15 @@ MASK_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _launch_masks(tmp_path: Path, out: Path, block: int) -> subprocess.Popen:
-    script = tmp_path / "mask_job.py"
-    script.write_text(MASK_SCRIPT.format(tests=str(Path(__file__).parent)))
-    return subprocess.Popen([sys.executable, str(script), str(out), str(block)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-
-
 def test_sigkill_during_mask_extraction_keeps_finished_masks_and_completes_identically(tmp_path):
     import numpy as np
 
-    full = _launch_masks(tmp_path, tmp_path / "full", 0)
+    full = _launch(tmp_path, tmp_path / "full", 0, MASK_SCRIPT)
     out, err = full.communicate(timeout=300)
     assert full.returncode == 0 and "COMPUTED 12 SKIPPED 0" in out, err
 
     killed = tmp_path / "killed"
-    job = _launch_masks(tmp_path, killed, 3)  # 3 batches (6 images) written, then it hangs in the 4th
+    job = _launch(tmp_path, killed, 3, MASK_SCRIPT)  # 3 batches (6 images) written, then it hangs in the 4th
     deadline = time.time() + 300
     while time.time() < deadline and len(list(killed.glob("*.png"))) < 6 and job.poll() is None:
         time.sleep(0.05)
@@ -124,7 +118,7 @@ def test_sigkill_during_mask_extraction_keeps_finished_masks_and_completes_ident
     done = {p.name: p.stat().st_mtime_ns for p in killed.glob("*.png")}
     assert len(done) == 6 and len(list(killed.glob("*.npz"))) == 6  # whole items only (atomic renames)
 
-    resumed = _launch_masks(tmp_path, killed, 0)
+    resumed = _launch(tmp_path, killed, 0, MASK_SCRIPT)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0 and "COMPUTED 6 SKIPPED 6" in out, (out, err)  # finished work is not redone
     assert all((killed / n).stat().st_mtime_ns == t for n, t in done.items())
