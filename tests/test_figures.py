@@ -36,3 +36,26 @@ def test_class_legend_names_classes_and_skips_the_ignore_value():
     figs.class_legend(fig, info, [2, 255, 0])
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["road", "bg", "no class / ignored"]
     plt.close(fig)
+
+
+def test_plot_bars_one_bar_per_value_legend_per_series_and_missing_values():
+    series = {"val": {"car": 0.5, "person": 0.25}, "test": {"car": 0.75, "bicycle": 1.0}}
+    fig = figs.plot_bars(series, "AP", separator=0.5)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["val", "test"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["car", "person", "bicycle"]
+    heights = np.array([p.get_height() for p in ax.patches])  # series by series, categories in order
+    assert np.array_equal(heights, [0.5, 0.25, np.nan, 0.75, np.nan, 1.0], equal_nan=True)
+    plt.close(fig)
+    fig = figs.plot_bars({"VAL IoU": {"conv4+conv5": 0.6, "conv1+conv2": 0.3}}, "IoU", horizontal=True)
+    assert [p.get_width() for p in fig.axes[0].patches] == [0.6, 0.3]
+    plt.close(fig)
+
+
+def test_plot_bars_needs_a_series():
+    import pytest
+
+    from wsss_lib.core.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="at least one series"):
+        figs.plot_bars({}, "AP")

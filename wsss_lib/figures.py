@@ -376,26 +376,47 @@ def iou_table(results: dict, info) -> str:
     return "\n".join(lines)
 
 
-def plot_iou_bars(results: dict, info):
-    """Grouped bars of per-class IoU for each model."""
+def plot_bars(series: dict[str, dict[str, float]], ylabel: str, title: str | None = None, ylim=(0.0, 1.0),
+              horizontal: bool = False, separator: float | None = None):
+    """Grouped bars: one colour per series (``{series: {category: value}}``, shown in the legend), one
+    group per category (the first series' order; a missing value draws no bar). ``horizontal``: for long
+    category names; ``separator``: a dashed line between groups (e.g. background | foreground classes)."""
     import matplotlib.pyplot as plt  # lazy: matplotlib is heavy and only needed when drawing
 
-    kinds = list(results)
-    order = list(info.background) + list(info.foreground)
-    names = [info.classes[c] for c in order]
-    x = np.arange(len(names))
-    w = 0.8 / max(1, len(kinds))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 3.2))
-    for j, k in enumerate(kinds):
-        vals = [results[k]["iou"].get(n) or 0.0 for n in names]
-        ax.bar(x + j * w - 0.4 + w / 2, vals, w, label=k)
-    ax.axvline(len(info.background) - 0.5, color="k", lw=0.8, ls="--")
-    ax.set_xticks(x, names, rotation=30, fontsize=8)
-    ax.set_ylabel("IoU")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncol=len(kinds))
+    if not series:
+        raise InvalidInputError("plot_bars needs at least one series")
+    cats = list(dict.fromkeys(c for v in series.values() for c in v))
+    x = np.arange(len(cats))
+    w = 0.8 / len(series)
+    size = (7, 0.45 * len(cats) + 1.2) if horizontal else (max(6, 0.9 * len(cats)), 3.2)
+    fig, ax = plt.subplots(figsize=size)
+    for j, (name, vals) in enumerate(series.items()):
+        pos = x + j * w - 0.4 + w / 2
+        v = [np.nan if vals.get(c) is None else float(vals[c]) for c in cats]
+        (ax.barh if horizontal else ax.bar)(pos, v, w, label=name)
+    if horizontal:
+        ax.set_yticks(x, cats, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(ylabel)
+        ax.set_xlim(*ylim)
+    else:
+        ax.set_xticks(x, cats, rotation=30, fontsize=8, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(*ylim)
+    if separator is not None:
+        (ax.axhline if horizontal else ax.axvline)(separator, color="k", lw=0.8, ls="--")
+    ax.legend(fontsize=7, ncol=min(len(series), 4))
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_iou_bars(results: dict, info):
+    """Grouped bars of per-class IoU for each model (background classes, then foreground)."""
+    order = [info.classes[c] for c in list(info.background) + list(info.foreground)]
+    series = {k: {n: results[k]["iou"].get(n) or 0.0 for n in order} for k in results}
+    return plot_bars(series, "IoU", separator=len(info.background) - 0.5)
 
 
 def plot_video_strip(models: dict, streets: dict, clip_index: int = 0, split: str = "test", frames: int = 4,
