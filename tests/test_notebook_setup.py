@@ -142,3 +142,26 @@ def test_wsss_run_kernels_know_they_run_in_batch(tmp_path, monkeypatch):
     nbformat.write(nb, d / "01_batch.ipynb")
     res = run_notebooks(tmp_path / "out", notebooks_dir=d, html=False)
     assert res["01_batch"].status == "ok", res["01_batch"].error
+
+
+def test_size_parameters_reach_the_run_and_its_checkpoint_configs(tmp_path):
+    from wsss_lib.papers import paper1 as P1
+    from wsss_lib.papers import paper2 as P2
+
+    ctx = setup("01", quick=True, device="cpu", dataset="voc_aug", data_root=str(tmp_path), output_dir=str(tmp_path / "o"),
+                real_subset={"n_train": 7, "image_size": [48, 40]})
+    assert P1.real_subset(ctx)["n_train"] == 7 and P1.split_size(ctx, "train") == 7
+    cfg = P1.classifier_config(ctx)
+    assert cfg["image_size"] == [48, 40] and cfg["n_train"] == 7  # another size or subset retrains the classifier
+    other = setup("01", quick=True, device="cpu", dataset="voc_aug", data_root=str(tmp_path),
+                  output_dir=str(tmp_path / "o"), real_subset={"image_size": [64, 64]})
+    assert P1.classifier_config(other) != cfg
+    toy = setup("01", quick=True, device="cpu", output_dir=str(tmp_path / "t"))
+    assert P1.classifier_config(toy)["image_size"] is None  # the toy runs' configs are unchanged
+    cs = setup("05", quick=True, device="cpu", dataset="cityscapes", data_root=str(tmp_path),
+               output_dir=str(tmp_path / "c"), clips={"train": 3}, frame_size=[32, 64])
+    assert P2.frame_size(cs) == (32, 64) and cs.clips == {"train": 3}
+    for kw, msg in (({"real_subset": {"n_trian": 3}}, "n_trian"), ({"clips": {"training": 3}}, "train, val, test"),
+                    ({"frame_size": [32]}, "frame_size")):
+        with pytest.raises(InvalidInputError, match=msg):
+            setup("01", quick=True, device="cpu", output_dir=str(tmp_path / "x"), **kw)

@@ -140,9 +140,13 @@ def load_split(ctx, split: str, n: int | None = None, progress: bool = False) ->
 # ----------------------------------------------------------------------------- classifier
 
 def classifier_config(ctx, **overrides) -> dict:
-    """The classifier section of the presets (+ overrides) plus the run's seed and dataset."""
+    """The classifier section of the presets (+ overrides) plus the run's seed, dataset, train size and
+    (real data in the toy-sized pipeline) the size its images are resized to: a change of any retrains."""
     cfg = _preset(ctx, "classifier", **overrides)
     cfg.update(seed=int(ctx.seed), dataset=ctx.dataset, n_train=split_size(ctx, "train"))
+    sub = real_subset(ctx)
+    if sub and sub.get("image_size"):
+        cfg["image_size"] = list(sub["image_size"])
     return plain_config(cfg)
 
 
