@@ -21,6 +21,7 @@ TINY = TINY_PAPER1
 def tiny(monkeypatch, tmp_path, patch_presets):
     patch_presets(TINY)
     monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
+    monkeypatch.setattr(S, "LR_GRID", (0.001, 0.003))
     monkeypatch.setattr(S, "CRF_GRID", S.CRF_GRID[:2])
     monkeypatch.setattr(S, "SWEEP", [("crf", 0.5, 0.2), ("raw", 0.5, 0.0)])
     return tmp_path
@@ -34,6 +35,14 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     ch = json.loads((out / "seed_0" / "choices.json").read_text())
     assert set(ch["steps"]["chosen"]) == {"prior", "tags", "full"}
     assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
+    for mode in ("prior", "tags", "full"):  # the steps x lr grid: fewest steps within tolerance, then the best lr
+        rows = [r for r in ch["steps"]["grid"] if r["mode"] == mode]
+        assert sorted((r["steps"], r["lr"]) for r in rows) == [(2, 0.001), (2, 0.003), (4, 0.001), (4, 0.003)]
+        top = max(r["val_miou"] for r in rows)
+        fewest = min(r["steps"] for r in rows if r["val_miou"] >= top - ch["steps"]["tolerance"])
+        pick = max((r for r in rows if r["steps"] == fewest), key=lambda r: r["val_miou"])
+        assert (ch["steps"]["chosen"][mode], ch["steps"]["lr"][mode]) == (pick["steps"], pick["lr"])
+    assert (out / "seed_0" / "checkpoints" / "segnet_full_lr0.003_steps4.pt").is_file()
     assert len(ch["crf"]["grid"]) == 2 and ch["crf"]["best"] in ch["crf"]["grid"]
     pres = {r["present_term"]: r["val_miou"] for r in ch["present_term"]["grid"]}
     assert set(pres) == {0.0, 1.0}
@@ -121,3 +130,19 @@ def test_prior_beats_faithful_cam_like_for_like_on_the_quick_run(quick_run_dir, 
     assert rows["prior - CAM, masks + CRF"]["low"] > 0.05
     assert rows["CRF gain of the prior mask"]["value"] > 0
     assert rows["prior - floor (all foreground), raw"]["low"] > 0.05
+
+
+def test_mode_schedule_from_the_presets_and_present_term_only_in_the_prior_config(patch_presets, tmp_path):
+    """Each mode trains its own VAL-chosen steps and lr (``mode_steps`` / ``mode_lr``, else the shared
+    values); the present-class term belongs to the prior loss, so a tags / full checkpoint's config does
+    not change with it (its cached nets stay valid)."""
+    from wsss_lib.papers import paper1 as P
+
+    patch_presets({"seg": {"steps": 7, "lr": 0.001, "mode_steps": {"full": 9}, "mode_lr": {"full": 0.003},
+                           "present_term": 1.0}})
+    ctx = make_context(None, str(tmp_path), "cpu", True, 0, "toy_objects")
+    assert (P.mode_steps(ctx, "full"), P.mode_lr(ctx, "full")) == (9, 0.003)
+    assert (P.mode_steps(ctx, "tags"), P.mode_lr(ctx, "tags")) == (7, 0.001)
+    assert P.seg_config(ctx, "prior")["present_term"] == 1.0
+    assert P.seg_config(ctx, "tags")["present_term"] == 0.0 == P.seg_config(ctx, "full", present_term=2.0)["present_term"]
+    assert "mode_lr" not in P.seg_config(ctx, "full") and "mode_steps" not in P.seg_config(ctx, "full")

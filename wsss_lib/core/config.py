@@ -65,11 +65,15 @@ PRESETS: dict[str, dict[str, dict]] = {
                     # 0.639 / 0.694: still rising at 2400 for all three, so not converged at the grid's edge);
                     # a mode missing here trains "steps"
                     "mode_steps": {"prior": 2400, "tags": 2400, "full": 2400},
+                    # Adam learning rate per training mode, chosen on VAL with the steps (grid LR_GRID of
+                    # wsss_lib.papers.study_paper1) [ours]; a mode missing here trains "lr"
+                    "mode_lr": {},
                     # weight of the image-level tag term of present classes in the prior loss [summary: the
                     # term; ours: its weight], chosen on VAL by `wsss study paper1 --choose` (prior at 2400
                     # steps: VAL mIoU 0.505 with the term vs 0.502 without; on, as it does not hurt)
                     "present_term": 1.0},
-        "quick": {"n_train": 400, "n_val": 100, "n_test": 100, "steps": 100, "compare_poolings": [], "mode_steps": {}},
+        "quick": {"n_train": 400, "n_val": 100, "n_test": 100, "steps": 100, "compare_poolings": [], "mode_steps": {},
+                  "mode_lr": {}},
     },
     # ---- paper 2 (wsss_lib.papers.paper2, notebooks 05-07) ----
     "streets_classifier": {

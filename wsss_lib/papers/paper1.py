@@ -355,6 +355,9 @@ def cam_baseline(ctx, progress: bool = False, splits=("val", "test")) -> dict:
 def seg_config(ctx, mode: str, **overrides) -> dict:
     cfg = _preset(ctx, "seg", **{k: v for k, v in overrides.items() if k in _preset(ctx, "seg")})
     cfg.pop("mode_steps")  # the mode's own steps are in "steps" (seg_run): other modes' schedules are not its config
+    cfg.pop("mode_lr", None)  # likewise its own learning rate is in "lr"
+    if mode != "prior":  # the present-class term is part of the prior loss only: not the other modes' config
+        cfg["present_term"] = 0.0
     cfg.update(mode=mode, seed=int(ctx.seed), dataset=ctx.dataset)
     extra = {k: v for k, v in overrides.items() if k not in cfg}
     cfg.update(extra)
@@ -455,6 +458,13 @@ def mode_steps(ctx, mode: str) -> int:
     return int(p["mode_steps"].get(mode, p["steps"]))
 
 
+def mode_lr(ctx, mode: str) -> float:
+    """Learning rate of seg ``mode`` ("prior" | "tags" | "full"): the "seg" preset's ``mode_lr``
+    (chosen on VAL with the steps), else its ``lr``."""
+    p = _preset(ctx, "seg")
+    return float(p.get("mode_lr", {}).get(mode, p["lr"]))
+
+
 def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: str | None = None,
             progress: bool = True, retrain: bool = False, resume: bool = True, **overrides):
     """Load or train one of paper 1's segmentation nets: ``kind`` "prior" (fg/bg prior loss),
@@ -481,6 +491,8 @@ def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: s
     mode = "prior" if kind == "checkmask" else kind
     if "steps" not in overrides:  # each mode's schedule as chosen on VAL (see the "seg" preset)
         overrides["steps"] = mode_steps(ctx, mode)
+    if "lr" not in overrides:
+        overrides["lr"] = mode_lr(ctx, mode)
     model, info = get_segnet(ctx, name, mode, classifier, masks=masks, accepted=accepted, retrain=retrain,
                              progress=progress, resume=resume, **overrides)
     info["checkmask"] = extra

@@ -196,7 +196,7 @@ def run_checkmask_seed(ctx, sweep=None, progress: bool = False) -> dict:
         masks = candidate_masks(ctx, clf, quality)
         model, _ = (P.seg_run(ctx, "prior", clf, progress=progress) if quality == "crf" else
                     P.get_segnet(ctx, f"prior_{quality}", "prior", clf, masks=masks, progress=progress,
-                                 steps=P.mode_steps(ctx, "prior")))
+                                 steps=P.mode_steps(ctx, "prior"), lr=P.mode_lr(ctx, "prior")))
         score(f"cm/{quality}/prior", model)
         for q, tau, noise in sweep:
             if q != quality:
@@ -204,7 +204,8 @@ def run_checkmask_seed(ctx, sweep=None, progress: bool = False) -> dict:
             sim = simulate_checkmask(masks, train.labels.long(), tau=tau, noise=noise, seed=ctx.seed)
             acc = torch.from_numpy(sim["accepted"].astype(np.float32))
             model, _ = P.get_segnet(ctx, f"checkmask_{quality}_tau{tau:g}_p{noise:g}", "prior", clf, masks=masks,
-                                    accepted=acc, progress=progress, steps=P.mode_steps(ctx, "prior"))
+                                    accepted=acc, progress=progress, steps=P.mode_steps(ctx, "prior"),
+                                    lr=P.mode_lr(ctx, "prior"))
             score(sweep_name(quality, tau, noise), model)
             meta[sweep_name(quality, tau, noise)] = {"accept_rate": sim["accept_rate"],
                                                      "mask_iou": evaluate_masks(masks >= 0.5, train.labels.long())["iou"]}
@@ -232,22 +233,32 @@ def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, 
 CRF_GRID = [{"bilateral_sxy": sxy, "bilateral_srgb": srgb, "bilateral_compat": compat}
             for sxy in (20.0, 45.0, 80.0) for srgb in (4.0, 7.0, 13.0) for compat in (3.0, 6.0, 10.0)]
 STEPS_GRID = (300, 600, 1200, 2400)
+LR_GRID = (0.001, 0.003)
+
+
+def grid_name(mode: str, steps: int, lr: float, base_lr: float) -> str:
+    """Checkpoint name of one point of the steps x lr grid (the preset's lr keeps the plain name)."""
+    return f"{mode}_steps{steps}" if lr == base_lr else f"{mode}_lr{lr:g}_steps{steps}"
 
 
 def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_grid: Sequence[int] | None = None,
-                  crf_grid: Sequence[dict] | None = None, present_grid: Sequence[float] = (0.0, 1.0),
-                  tolerance: float = 0.005, progress: bool = True) -> dict:
+                  lr_grid: Sequence[float] | None = None, crf_grid: Sequence[dict] | None = None,
+                  present_grid: Sequence[float] = (0.0, 1.0), tolerance: float = 0.005, progress: bool = True) -> dict:
     """The VAL choices of paper 1 (seed of ``ctx``), written to ``<out>/choices.json``:
 
     * ``crf``: the pairwise setting (``crf_grid`` over the default :class:`~wsss_lib.ops.crf.CRFParams`) with the best
       VAL mask IoU of the prior's masks;
-    * ``steps``: per training mode, the fewest steps of ``steps_grid`` whose VAL mIoU (raw) is within
-      ``tolerance`` of the best — where VAL mIoU stops improving (each is a full poly schedule);
+    * ``steps`` and ``lr``: per training mode, over the grid ``steps_grid`` x ``lr_grid`` (each point a
+      full poly schedule from the classifier), the fewest steps whose VAL mIoU (raw) is within ``tolerance``
+      of the mode's best, and among those the lr with the best VAL mIoU — where VAL mIoU stops improving;
     * ``present_term``: the weight of the present-class tag term (``present_grid``) with the best VAL
-      mIoU of the prior net, kept at 0 unless it helps.
+      mIoU of the prior net at its chosen steps and lr, kept at 0 unless it helps (only when "prior" is
+      in ``modes``).
     """
     steps_grid = STEPS_GRID if steps_grid is None else steps_grid
+    lr_grid = LR_GRID if lr_grid is None else lr_grid
     crf_grid = CRF_GRID if crf_grid is None else crf_grid
+    seg = preset("seg", ctx.quick)
     clf, _ = P.get_tag_classifier(ctx, progress=progress)
     val = P.load_split(ctx, "val")
     vl = val.labels.long()
@@ -261,34 +272,44 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
                          device=ctx.device)
         crf_rows.append({**kw, "val_iou": evaluate_masks(q >= 0.5, vl)["iou"]})
     best_crf = max(crf_rows, key=lambda r: r["val_iou"])
-    steps_rows, chosen = [], {}
+    steps_rows, chosen, chosen_lr = [], {}, {}
     for mode in modes:
         curve = {}
-        for n in steps_grid:
-            model, info = P.seg_run(ctx, mode, clf, name=f"{mode}_steps{n}", steps=int(n), progress=progress)
-            curve[int(n)] = P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]
-            steps_rows.append({"mode": mode, "steps": int(n), "val_miou": curve[int(n)],
-                               "seconds": info["seconds"]})
+        for lr in lr_grid:
+            for n in steps_grid:
+                name = grid_name(mode, int(n), float(lr), float(seg["lr"]))
+                # the prior without the present-class term here: the term is chosen on top, below
+                model, info = P.seg_run(ctx, mode, clf, name=name, steps=int(n), lr=float(lr), progress=progress,
+                                        **({"present_term": 0.0} if mode == "prior" else {}))
+                curve[(int(n), float(lr))] = P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]
+                steps_rows.append({"mode": mode, "steps": int(n), "lr": float(lr), "val_miou": curve[(int(n), float(lr))],
+                                   "seconds": info["seconds"]})
         top = max(curve.values())
-        chosen[mode] = min(n for n, v in curve.items() if v >= top - tolerance)
-    # the present-class tag term [summary], on if it does not hurt on VAL (at the prior's chosen steps)
-    present_rows = []
-    prior_steps = chosen.get("prior", steps_grid[0])
-    for w in present_grid:
-        # weight 0 at the chosen steps is the steps grid's own model (same config): loaded, not retrained
-        name = f"prior_steps{prior_steps}" if float(w) == 0.0 and "prior" in chosen else f"prior_present{w:g}"
-        model, _ = P.seg_run(ctx, "prior", clf, name=name, steps=prior_steps, present_term=float(w), progress=progress)
-        present_rows.append({"present_term": float(w), "val_miou": P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]})
-    base_row = next(r for r in present_rows if r["present_term"] == 0.0)
-    best_present = max(present_rows, key=lambda r: r["val_miou"])
-    present = best_present["present_term"] if best_present["val_miou"] >= base_row["val_miou"] else 0.0
+        n_best = min(n for (n, _), v in curve.items() if v >= top - tolerance)
+        chosen[mode], chosen_lr[mode] = max(((n, lr) for (n, lr) in curve if n == n_best), key=curve.__getitem__)
+    # the present-class tag term [summary], on if it does not hurt on VAL (at the prior's chosen schedule)
+    present_rows, present = [], seg["present_term"]
+    if "prior" in chosen:
+        steps, lr = chosen["prior"], chosen_lr["prior"]
+        for w in present_grid:
+            # weight 0 is the grid's own model at the chosen point (same config): loaded, not retrained
+            name = (grid_name("prior", steps, lr, float(seg["lr"])) if float(w) == 0.0 else
+                    f"prior_present{w:g}" + ("" if lr == float(seg["lr"]) else f"_lr{lr:g}"))
+            model, _ = P.seg_run(ctx, "prior", clf, name=name, steps=steps, lr=lr, present_term=float(w),
+                                 progress=progress)
+            present_rows.append({"present_term": float(w),
+                                 "val_miou": P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]})
+        base_row = next(r for r in present_rows if r["present_term"] == 0.0)
+        best_present = max(present_rows, key=lambda r: r["val_miou"])
+        present = best_present["present_term"] if best_present["val_miou"] >= base_row["val_miou"] else 0.0
+    lr_agree = all(float(seg["mode_lr"].get(m, seg["lr"])) == v for m, v in chosen_lr.items())
     out = {"seed": ctx.seed, "quick": ctx.quick, "crf": {"grid": crf_rows, "best": best_crf,
                                                          "preset": {k: getattr(base, k) for k in crf_grid[0]}},
-           "steps": {"grid": steps_rows, "chosen": chosen, "tolerance": tolerance},
+           "steps": {"grid": steps_rows, "chosen": chosen, "lr": chosen_lr, "tolerance": tolerance},
            "present_term": {"grid": present_rows, "chosen": present},
            "presets_agree": {"crf": all(getattr(base, k) == v for k, v in best_crf.items() if k != "val_iou"),
-                             "steps": preset("seg", ctx.quick)["mode_steps"] == chosen,
-                             "present_term": preset("seg", ctx.quick)["present_term"] == present}}
+                             "steps": all(seg["mode_steps"].get(m, seg["steps"]) == v for m, v in chosen.items()),
+                             "lr": lr_agree, "present_term": seg["present_term"] == present}}
     atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
     return out
 
