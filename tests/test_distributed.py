@@ -32,10 +32,12 @@ from torch import nn
 from wsss_lib.engine import distributed as D
 from wsss_lib.engine import shard as S
 from wsss_lib.engine import predict, train
-from wsss_lib.papers import segmentation
+from wsss_lib.data.base import DatasetInfo
+from wsss_lib.papers import segmentation, video
 from wsss_lib.core.errors import InvalidInputError, UnsafePathError
 
 NUM_CLASSES = 3
+VIDEO_INFO = DatasetInfo(name="tiny", classes=["road", "car", "person"], background=[0], moving=[2])
 STEPS = 4
 GLOBAL_BATCH = 8
 ATOL = 1e-5  # parameters of a 2-rank vs a 1-process run (float32 reductions in another order)
@@ -150,6 +152,12 @@ def _worker(out: Path) -> None:
     hook.remove()
     torch.save({"mat": res["raw"].mat, "miou": res["raw"].miou(), "pred": res["pred"], "shard": list(res["shard"]),
                 "pixels_scored": res["pixels_scored"], "seen": torch.cat(seen)}, out / f"eval_rank{rank}.pt")
+    seen.clear()
+    hook = model.register_forward_hook(lambda mod, inp, outp: seen.append(inp[0].detach().clone()))
+    vid = video.evaluate_video(model, _dataset(13, 5, ignore=True), VIDEO_INFO, device="cpu", amp=False,
+                               label_map=torch.arange(NUM_CLASSES), oracle_bg=True)
+    hook.remove()
+    torch.save({"scores": vid, "seen": torch.cat(seen)}, out / f"video_rank{rank}.pt")
     calls: list[str] = []
 
     def fn(item):
@@ -274,6 +282,21 @@ def test_distributed_miou_equals_single_process(two_ranks):
     assert torch.equal(r0["mat"], single["raw"].mat) and torch.equal(r1["mat"], single["raw"].mat)
     assert r0["miou"] == single["raw"].miou()  # exact: summed integer counts
     assert torch.equal(r0["pred"], single["pred"]) and torch.equal(r1["pred"], single["pred"])  # dataset order
+
+
+def test_distributed_video_scores_equal_single_process(two_ranks):
+    """Paper 2's evaluation is sharded the same way: each rank predicts only its frames, and the
+    summed confusion matrices give the single-process scores (oracle-background ceiling included)."""
+    r0, r1 = (torch.load(two_ranks / f"video_rank{r}.pt", weights_only=True) for r in (0, 1))
+    ds = _dataset(13, 5, ignore=True)
+    images = ds.images.float() / 255.0
+    assert torch.equal(r0["seen"], images[0:6]) and torch.equal(r1["seen"], images[6:13])
+    model = TinySegNet()
+    model.load_state_dict(torch.load(two_ranks / "state_rank0.pt", weights_only=True)["state"])
+    single = video.evaluate_video(model, ds, VIDEO_INFO, device="cpu", amp=False,
+                                  label_map=torch.arange(NUM_CLASSES), oracle_bg=True)
+    assert r0["scores"] == single == r1["scores"]  # exact: summed integer counts
+    assert single["oracle_bg"]["bg_miou"] >= single["bg_miou"]
 
 
 def test_sharded_job_writes_every_item_once_and_resumes(two_ranks):

@@ -234,9 +234,11 @@ def markdown(summary: dict, title: str) -> str:
             met = "" if q["met"] is None else ("yes" if q["met"] else "**no**")
             lines.append(f"| {q['label']} | {q['value']:.3f} | [{q['low']:.3f}, {q['high']:.3f}] | "
                          f"{' '.join(f'{v:.3f}' for v in q['per_seed'])} | {q['n_items']} | {tgt} | {met} |")
-    secs = [v for v in summary["seconds_per_seed"].values() if v]
-    if secs:
-        lines += ["", f"Wall time per seed: {np.mean(secs) / 60:.1f} min (mean of {len(secs)} seeds run)."]
+    secs = {s: v for s, v in summary["seconds_per_seed"].items() if v}
+    if secs:  # per seed, not a mean: a seed resumed from its checkpoints, or paused, is not a from-scratch time
+        lines += ["", "Wall time of each seed's last run, min (a seed resumed from its checkpoints shows only what was "
+                      "left; a paused one includes the pause): "
+                  + ", ".join(f"seed {s}: {v / 60:.1f}" for s, v in secs.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

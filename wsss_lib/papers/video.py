@@ -61,6 +61,7 @@ from ..core.metrics import ConfusionMatrix, binary_auc
 from ..core.runtime import predict_batches
 from ..data.base import SegmentationDataset
 from ..data.registry import load_label
+from ..engine.distributed import eval_shard
 from ..engine.train import fit, hflip_batch, preload
 from ..models.backbones import build_backbone
 from ..models.deeplab import SegNet
@@ -465,11 +466,24 @@ def evaluate_video(model: torch.nn.Module, ds, info, device=None, batch_size: in
     ``label_map``: for a single-background model (:func:`single_bg_label_map`). ``oracle_bg``
     adds ``"oracle_bg"``: the scores when the model's background pixels on true-background pixels
     get their true class (the ceiling of any way of naming a single background label).
+    Under ``torchrun`` each rank predicts only its contiguous shard of the frames
+    (:func:`~wsss_lib.engine.distributed.eval_shard`) and the confusion matrices are summed over the
+    ranks: every rank returns the single-process scores.
     """
-    pred = predict_video(model, ds, device, batch_size, amp, label_map)
-    res = evaluate_predictions(pred, ds.labels, info)
+    if oracle_bg and label_map is None:
+        raise InvalidInputError("oracle_bg needs the label_map of a single-background model")
+    part = eval_shard(ds)
+    pred = predict_video(model, part.dataset, device, batch_size, amp, label_map)
+    labels = part.dataset.labels.long()
+    mats = {"cm": ConfusionMatrix(info.num_classes, info.ignore_index)}
+    mats["cm"].update(labels, pred.long())
     if oracle_bg:
-        res["oracle_bg"] = evaluate_predictions(oracle_bg_prediction(pred, ds.labels, info, label_map), ds.labels, info)
+        mats["oracle"] = ConfusionMatrix(info.num_classes, info.ignore_index)
+        mats["oracle"].update(labels, oracle_bg_prediction(pred, labels, info, label_map).long())
+    mats = part.combine(mats)
+    res = video_scores(mats["cm"], info)
+    if oracle_bg:
+        res["oracle_bg"] = video_scores(mats["oracle"], info)
     return res
 
 
@@ -480,16 +494,20 @@ def evaluate_video_full_size(model: torch.nn.Module, ds, samples: Sequence, info
     frames of ``ds`` (and their flow), its score maps ``(C, h, w)`` are upsampled bilinearly to the
     stored label map ``(H_i, W_i)`` of ``samples[i]`` (read from disk,
     :func:`~wsss_lib.data.registry.load_label`), and the confusion matrix is summed frame by frame.
-    ``samples`` must be ``ds``'s, in order. ``label_map``/``oracle_bg``: as :func:`evaluate_video`."""
+    ``samples`` must be ``ds``'s, in order. ``label_map``/``oracle_bg``: as :func:`evaluate_video`
+    (sharded over ``torchrun`` ranks the same way)."""
     if len(samples) != len(ds):
         raise InvalidInputError(f"evaluate_video_full_size needs the {len(ds)} samples of the data, got {len(samples)}")
-    cm = ConfusionMatrix(info.num_classes, info.ignore_index)
-    cm_oracle = ConfusionMatrix(info.num_classes, info.ignore_index) if oracle_bg else None
     if oracle_bg and label_map is None:
         raise InvalidInputError("oracle_bg needs the label_map of a single-background model")
+    part = eval_shard(ds)
+    sub, samples = part.dataset, list(samples)[part.start:part.stop]
+    mats = {"cm": ConfusionMatrix(info.num_classes, info.ignore_index)}
+    if oracle_bg:
+        mats["oracle"] = ConfusionMatrix(info.num_classes, info.ignore_index)
 
     def forward(lo, hi, dev):
-        return model_logits(model, ds.get_batch(np.arange(lo, hi)), dev)
+        return model_logits(model, sub.get_batch(np.arange(lo, hi)), dev)
 
     def post(lg, lo, hi):
         for k in range(hi - lo):
@@ -501,15 +519,16 @@ def evaluate_video_full_size(model: torch.nn.Module, ds, samples: Sequence, info
             pred = up.argmax(1)[0].cpu()
             if label_map is not None:
                 pred = label_map.cpu()[pred]
-            cm.update(lab[None], pred[None])
-            if cm_oracle is not None:
-                cm_oracle.update(lab[None], oracle_bg_prediction(pred[None], lab[None], info, label_map))
+            mats["cm"].update(lab[None], pred[None])
+            if oracle_bg:
+                mats["oracle"].update(lab[None], oracle_bg_prediction(pred[None], lab[None], info, label_map))
         return torch.zeros(hi - lo)
 
-    predict_batches(model, len(ds), forward, post, batch_size=batch_size, device=device, amp=amp, desc="video")
-    res = video_scores(cm, info)
-    if cm_oracle is not None:
-        res["oracle_bg"] = video_scores(cm_oracle, info)
+    predict_batches(model, len(sub), forward, post, batch_size=batch_size, device=device, amp=amp, desc="video")
+    mats = part.combine(mats)
+    res = video_scores(mats["cm"], info)
+    if oracle_bg:
+        res["oracle_bg"] = video_scores(mats["oracle"], info)
     return res
 
 
