@@ -165,3 +165,31 @@ def test_size_parameters_reach_the_run_and_its_checkpoint_configs(tmp_path):
                     ({"frame_size": [32]}, "frame_size")):
         with pytest.raises(InvalidInputError, match=msg):
             setup("01", quick=True, device="cpu", output_dir=str(tmp_path / "x"), **kw)
+
+
+def test_steps_scale_is_the_notebook_budget_and_scales_the_chosen_schedules(tmp_path, monkeypatch, patch_presets):
+    """``steps_scale`` (None: the "notebook" preset's budget; quick runs 1) multiplies the VAL-chosen steps
+    of paper 1's seg nets and paper 2's video models, nothing else; studies / CLI contexts keep 1."""
+    from wsss_lib.core.config import preset
+    from wsss_lib.papers import paper1 as P1
+    from wsss_lib.papers import paper2 as P2
+    from wsss_lib.papers.common import make_context
+
+    out = str(tmp_path / "o")
+    assert setup("04", quick=True, device="cpu", output_dir=out).steps_scale == 1.0
+    assert setup("04", device="cpu", output_dir=out).steps_scale == preset("notebook")["steps_scale"] < 1
+    assert make_context(None, out, "cpu").steps_scale == 1.0
+    for bad in (0, -1, "half", True, 11):
+        with pytest.raises(InvalidInputError, match="steps_scale"):
+            setup("04", device="cpu", output_dir=out, steps_scale=bad)
+    patch_presets({"seg": {"mode_steps": {"full": 400}}, "video_seg": {"kind_steps": {"full": 800}}})
+    seen = {}
+    monkeypatch.setattr(P1, "get_segnet", lambda ctx, name, mode, clf, **kw: (seen.setdefault("seg", kw["steps"]), {}))
+    monkeypatch.setattr(P2, "get_video_model", lambda ctx, kind, streets, **kw: seen.setdefault("video", kw["steps"]))
+    ctx = setup("04", device="cpu", output_dir=out, steps_scale=0.25)
+    P1.seg_run(ctx, "full", classifier=object())
+    P2.train_kind(ctx, "full", {}, {"classifier": object()})
+    assert seen == {"seg": 100, "video": 200}
+    seen.clear()
+    P1.seg_run(ctx, "full", classifier=object(), steps=7)  # an explicit schedule is not scaled
+    assert seen == {"seg": 7}

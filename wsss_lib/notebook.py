@@ -105,17 +105,23 @@ def check_types(**params) -> None:
 
 def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto", dataset: str = "toy_objects",
           data_root: str | None = None, output_dir: str | None = None, real_subset: dict | None = None,
-          clips: dict | None = None, frame_size=None) -> NotebookContext:
+          clips: dict | None = None, frame_size=None, steps_scale: float | None = None) -> NotebookContext:
     """Validate parameters, seed, select the device, create output folders; print a summary.
 
     ``real_subset``: overrides of the "real_subset" preset for a real dataset in notebooks 01-04 (e.g.
     ``{"n_train": 100, "image_size": [128, 128]}``); ``clips``: clips per split for 05-07 (e.g.
     ``{"train": 40, "val": 10, "test": 10}``); ``frame_size``: ``(H, W)`` a real dataset's frames are resized to
-    in 05-07 (default: the ``paper2_video_seg`` preset's). An unknown key is one clear error."""
+    in 05-07 (default: the ``paper2_video_seg`` preset's); ``steps_scale``: the fraction of the VAL-chosen
+    training steps the segmentation / video nets train (None: the "notebook" preset's time budget; 1: the
+    full schedule, as the studies). An unknown key is one clear error."""
     check_types(quick=quick, seed=seed, device=device, dataset=dataset, data_root=data_root, output_dir=output_dir,
                 real_subset=real_subset, clips=clips, frame_size=frame_size)
     if frame_size is not None and (len(frame_size) != 2 or min(int(v) for v in frame_size) < 8):
         raise InvalidInputError(f"frame_size must be (H, W) with sides >= 8 px, got {frame_size!r}")
+    if steps_scale is None:
+        steps_scale = preset("notebook", quick)["steps_scale"]
+    if isinstance(steps_scale, bool) or not isinstance(steps_scale, (int, float)) or not 0 < steps_scale <= 10:
+        raise InvalidInputError(f"steps_scale must be a number in (0, 10], got {steps_scale!r}")
     if real_subset:
         preset("real_subset", quick, **real_subset)  # raises on a typo, before any work
     if clips and set(clips) - {"train", "val", "test"}:
@@ -125,10 +131,12 @@ def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto"
     # the paper-scale pipeline is `wsss reproduce`
     base = make_context(data_root, output_dir, device, quick, seed, dataset, name, preset="toy")
     base.real_subset, base.clips, base.frame_size = real_subset, clips, frame_size
+    base.steps_scale = float(steps_scale)
     ctx = NotebookContext(**{f.name: getattr(base, f.name) for f in fields(RunContext)})
     ctx.figures.mkdir(parents=True, exist_ok=True)
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"[wsss] {name}: quick={quick} seed={seed} device={ctx.device} dataset={dataset} data_root={ctx.data_root} "
-          f"output={ctx.out} torch={torch.__version__} python={platform.python_version()}")
+          f"output={ctx.out} torch={torch.__version__} python={platform.python_version()}"
+          + (f" steps_scale={ctx.steps_scale:g}" if ctx.steps_scale != 1.0 else ""))
     return ctx

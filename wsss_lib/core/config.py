@@ -214,6 +214,14 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": {"image_size": [160, 160], "n_train": 400, "n_val": 100, "n_test": 100},
         "quick": {"n_train": 60, "n_val": 20, "n_test": 20},
     },
+    "notebook": {
+        # the notebooks' time budget (papermill / `wsss run`, 2 CPU cores): their segmentation and video nets
+        # train steps_scale x the VAL-chosen steps (seg.mode_steps, video_seg.kind_steps) [ours]. The
+        # converged comparisons are the studies' (`wsss study paper1|paper2`, scale 1), which notebooks 04
+        # and 07 show beside their own table; a notebook parameter steps_scale=1 trains the full schedule
+        "default": {"steps_scale": 0.25},
+        "quick": {"steps_scale": 1.0},
+    },
 }
 
 # profile -> {section: the section it reads instead}; "toy" reads the sections themselves

@@ -55,6 +55,9 @@ class RunContext:
     real_subset: dict | None = None
     clips: dict | None = None
     frame_size: tuple | list | None = None  # paper 2 on a real dataset: (H, W) the frames are resized to
+    # multiplies the VAL-chosen training steps of the segmentation / video nets (a notebook's time budget;
+    # 1 = the chosen schedule, what the studies and the reproduce commands train)
+    steps_scale: float = 1.0
 
     @property
     def checkpoints(self) -> Path:
@@ -156,3 +159,9 @@ def complete_checkpoints(folder: Path, pattern: str, device="cpu") -> Iterator[t
             continue
         if st.get("complete"):
             yield path, st
+
+
+def scaled_steps(steps: int, scale: float) -> int:
+    """``steps`` multiplied by ``scale`` (at least 1): ``--steps-scale`` of the reproduce commands, the
+    notebooks' ``steps_scale``."""
+    return max(1, int(round(int(steps) * float(scale))))

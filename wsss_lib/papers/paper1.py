@@ -40,7 +40,8 @@ from ..ops.checkmask import simulate_checkmask
 from ..ops.crf import CRFParams
 from ..ops.masks import (cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask, fuse_activations,
                          refine_masks, threshold_counts)
-from .common import TOY_DATASETS, complete_checkpoints, config_hash, dataset_split, load_or_train, profile, state_fingerprint
+from .common import (TOY_DATASETS, complete_checkpoints, config_hash, dataset_split, load_or_train, profile,
+                     scaled_steps, state_fingerprint)
 from .segmentation import train_segmentation
 
 # ----------------------------------------------------------------------------- data
@@ -489,8 +490,8 @@ def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: s
         overrides["pooling"] = pooling
     name = name or (kind if pooling is None else f"{kind}_{pooling}")
     mode = "prior" if kind == "checkmask" else kind
-    if "steps" not in overrides:  # each mode's schedule as chosen on VAL (see the "seg" preset)
-        overrides["steps"] = mode_steps(ctx, mode)
+    if "steps" not in overrides:  # each mode's schedule as chosen on VAL (see the "seg" preset), times ctx.steps_scale
+        overrides["steps"] = scaled_steps(mode_steps(ctx, mode), ctx.steps_scale)
     if "lr" not in overrides:
         overrides["lr"] = mode_lr(ctx, mode)
     model, info = get_segnet(ctx, name, mode, classifier, masks=masks, accepted=accepted, retrain=retrain,
@@ -534,11 +535,6 @@ def stage_maps(classifier, ds: InMemoryDataset, indices, stages=("conv1", "conv2
 
 # paper 1's reported VOC 2012 numbers [summary, papers README]: from tags only
 PAPER1_REPORTED = {"val_miou": 0.466, "test_miou": 0.480, "val_miou_checkmask": 0.515}
-
-
-def scaled_steps(steps: int, scale: float) -> int:
-    """``steps`` multiplied by ``scale`` (at least 1): ``--steps-scale`` for short trial runs."""
-    return max(1, int(round(int(steps) * float(scale))))
 
 
 def reproduce(ctx, pretrained: str | None = None, steps_scale: float = 1.0, progress: bool = True,

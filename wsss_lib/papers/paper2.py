@@ -42,7 +42,7 @@ from ..ops.flow import FlowParams, flow_partners
 from ..ops.heatmaps import class_heatmaps, heatmap_auc
 from ..ops.losses import median_frequency_weights
 from ..ops.masks import evaluate_masks
-from .common import TOY_DATASETS, complete_checkpoints, dataset_split, load_or_train, profile
+from .common import TOY_DATASETS, complete_checkpoints, dataset_split, load_or_train, profile, scaled_steps
 from .video import (KINDS, base_kind, build_video_model, compute_fgbg_masks, compute_regions, flow_control,
                     model_config, evaluate_predictions, evaluate_video, evaluate_video_full_size, fg_binary_labels,
                     load_video_data, pseudo_label_scores, single_bg_label_map, train_video_model, uses_flow)
@@ -424,6 +424,9 @@ def train_kind(ctx, kind: str, streets: dict, sup: dict, progress: bool = True, 
     elif base == "single_bg":
         sid = {"threshold": sup["fgbg"]["threshold"], "classifier": "streets_fg_classifier"}
     clf = sup["fg_classifier"] if base == "single_bg" else sup["classifier"]
+    scale = ctx.steps_scale
+    if "steps" not in overrides and scale != 1.0:  # the VAL-chosen schedule times ctx.steps_scale
+        overrides["steps"] = scaled_steps(kind_steps(_preset(ctx, "video_seg"), kind), scale)
     return get_video_model(ctx, kind, streets, classifier=clf, regions=sup.get("regions", {}).get("regions"),
                            fg_masks=sup.get("fgbg", {}).get("masks"), progress=progress, supervision_id=sid,
                            **overrides)
@@ -478,11 +481,6 @@ def load_video_checkpoints(ctx, streets: dict) -> dict:
 
 # kinds `wsss reproduce paper2` may train (the motion controls need >= 2 clips per split: CamVid only)
 REPRODUCE_KINDS = KINDS
-
-
-def scaled_steps(steps: int, scale: float) -> int:
-    """``steps`` multiplied by ``scale`` (at least 1): ``--steps-scale`` for short trial runs."""
-    return max(1, int(round(int(steps) * float(scale))))
 
 
 def reproduce(ctx, kinds=None, pretrained: str | None = None, steps_scale: float = 1.0,
