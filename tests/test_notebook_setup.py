@@ -176,8 +176,11 @@ def test_steps_scale_is_the_notebook_budget_and_scales_the_chosen_schedules(tmp_
     from wsss_lib.papers.common import make_context
 
     out = str(tmp_path / "o")
-    assert setup("04", quick=True, device="cpu", output_dir=out).steps_scale == 1.0
-    assert setup("04", device="cpu", output_dir=out).steps_scale == preset("notebook")["steps_scale"] < 1
+    budget = preset("notebook")["steps_scale"]
+    assert setup("04_weak_training", quick=True, device="cpu", output_dir=out).steps_scale == 1.0
+    assert setup("04_weak_training", device="cpu", output_dir=out).steps_scale == budget["04_weak_training"] < 1
+    assert setup("07_two_stream_video", device="cpu", output_dir=out).steps_scale == budget["07_two_stream_video"] < 1
+    assert setup("01_tags_classifier", device="cpu", output_dir=out).steps_scale == 1.0
     assert make_context(None, out, "cpu").steps_scale == 1.0
     for bad in (0, -1, "half", True, 11):
         with pytest.raises(InvalidInputError, match="steps_scale"):

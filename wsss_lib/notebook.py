@@ -112,14 +112,14 @@ def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto"
     ``{"n_train": 100, "image_size": [128, 128]}``); ``clips``: clips per split for 05-07 (e.g.
     ``{"train": 40, "val": 10, "test": 10}``); ``frame_size``: ``(H, W)`` a real dataset's frames are resized to
     in 05-07 (default: the ``paper2_video_seg`` preset's); ``steps_scale``: the fraction of the VAL-chosen
-    training steps the segmentation / video nets train (None: the "notebook" preset's time budget; 1: the
-    full schedule, as the studies). An unknown key is one clear error."""
+    training steps the segmentation / video nets train (None: the "notebook" preset's time budget for
+    notebook ``name``, 1 for the others and in quick mode; 1: the full schedule, as the studies). An unknown key is one clear error."""
     check_types(quick=quick, seed=seed, device=device, dataset=dataset, data_root=data_root, output_dir=output_dir,
                 real_subset=real_subset, clips=clips, frame_size=frame_size)
     if frame_size is not None and (len(frame_size) != 2 or min(int(v) for v in frame_size) < 8):
         raise InvalidInputError(f"frame_size must be (H, W) with sides >= 8 px, got {frame_size!r}")
     if steps_scale is None:
-        steps_scale = preset("notebook", quick)["steps_scale"]
+        steps_scale = preset("notebook", quick)["steps_scale"].get(name, 1.0)
     if isinstance(steps_scale, bool) or not isinstance(steps_scale, (int, float)) or not 0 < steps_scale <= 10:
         raise InvalidInputError(f"steps_scale must be a number in (0, 10], got {steps_scale!r}")
     if real_subset:
