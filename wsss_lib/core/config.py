@@ -170,7 +170,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": {"n_train": None, "n_val": None, "n_test": None, "steps": 20000, "batch_size": 10, "lr": 0.001,
                     "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0005, "head_lr_mult": 10.0,
                     "head": "largefov", "head_width": 1024, "dilation": 12, "dropout": 0.5, "pooling": "mean",
-                    "tag_pooling": "max", "rejected": "tags", "compare_poolings": [], "tau": 0.5, "mode_steps": {},
+                    "tag_pooling": "max", "rejected": "tags", "compare_poolings": [], "tau": 0.5, "mode_steps": {}, "mode_lr": {},
                     "present_term": 0.0, "crop": 321, "scale": [0.5, 1.5], "flip": True, "workers": 4},
         "quick": {"n_train": 40, "n_val": 20, "n_test": 20, "steps": 20, "batch_size": 2, "workers": 2},
     },
