@@ -302,14 +302,13 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
         base_row = next(r for r in present_rows if r["present_term"] == 0.0)
         best_present = max(present_rows, key=lambda r: r["val_miou"])
         present = best_present["present_term"] if best_present["val_miou"] >= base_row["val_miou"] else 0.0
-    lr_agree = all(float(seg["mode_lr"].get(m, seg["lr"])) == v for m, v in chosen_lr.items())
     out = {"seed": ctx.seed, "quick": ctx.quick, "crf": {"grid": crf_rows, "best": best_crf,
                                                          "preset": {k: getattr(base, k) for k in crf_grid[0]}},
            "steps": {"grid": steps_rows, "chosen": chosen, "lr": chosen_lr, "tolerance": tolerance},
            "present_term": {"grid": present_rows, "chosen": present},
            "presets_agree": {"crf": all(getattr(base, k) == v for k, v in best_crf.items() if k != "val_iou"),
-                             "steps": all(seg["mode_steps"].get(m, seg["steps"]) == v for m, v in chosen.items()),
-                             "lr": lr_agree, "present_term": seg["present_term"] == present}}
+                             "steps": all(P.mode_steps(ctx, m) == v for m, v in chosen.items()),
+                             "lr": all(P.mode_lr(ctx, m) == v for m, v in chosen_lr.items()), "present_term": seg["present_term"] == present}}
     atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
     return out
 
