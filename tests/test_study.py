@@ -11,7 +11,7 @@ from study_checks import TINY_PAPER1, assert_study_resumes
 from wsss_lib.cli import main
 from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.papers import study_paper1 as S
-from wsss_lib.papers.common import make_context
+from wsss_lib.papers.common import chosen_point, climb_steps_grid, make_context
 from wsss_lib.papers.study import Comparison, ItemMean, item_mean, markdown, run_seeds, summarise
 
 TINY = TINY_PAPER1
@@ -35,14 +35,16 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     ch = json.loads((out / "seed_0" / "choices.json").read_text())
     assert set(ch["steps"]["chosen"]) == {"prior", "tags", "full"}
     assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
-    for mode in ("prior", "tags", "full"):  # the steps x lr grid: fewest steps within tolerance, then the best lr
-        rows = [r for r in ch["steps"]["grid"] if r["mode"] == mode]
-        assert sorted((r["steps"], r["lr"]) for r in rows) == [(2, 0.001), (2, 0.003), (4, 0.001), (4, 0.003)]
-        top = max(r["val_miou"] for r in rows)
-        fewest = min(r["steps"] for r in rows if r["val_miou"] >= top - ch["steps"]["tolerance"])
-        pick = max((r for r in rows if r["steps"] == fewest), key=lambda r: r["val_miou"])
-        assert (ch["steps"]["chosen"][mode], ch["steps"]["lr"][mode]) == (pick["steps"], pick["lr"])
-    assert (out / "seed_0" / "checkpoints" / "segnet_full_lr0.003_steps4.pt").is_file()
+    tol = ch["steps"]["tolerance"]
+    for mode in ("prior", "tags", "full"):  # the steps x lr grid climbed while VAL rises, then the rule's pick
+        rows = {(r["steps"], r["lr"]): r["val_miou"] for r in ch["steps"]["grid"] if r["mode"] == mode}
+        assert {(2, 0.001), (2, 0.003)} <= set(rows)  # every lr at the first length
+        replay = climb_steps_grid((2, 4), lambda n, lr: rows[(n, lr)], (0.001, 0.003), tol)
+        assert replay == rows  # exactly the points the rule trains, nothing more
+        assert (ch["steps"]["chosen"][mode], ch["steps"]["lr"][mode]) == chosen_point(rows, tol)
+        for (n, lr) in rows:
+            name = f"segnet_{mode}" + ("" if lr == 0.001 else f"_lr{lr:g}") + f"_steps{n}.pt"
+            assert (out / "seed_0" / "checkpoints" / name).is_file(), name
     assert len(ch["crf"]["grid"]) == 2 and ch["crf"]["best"] in ch["crf"]["grid"]
     pres = {r["present_term"]: r["val_miou"] for r in ch["present_term"]["grid"]}
     assert set(pres) == {0.0, 1.0}
@@ -146,3 +148,41 @@ def test_mode_schedule_from_the_presets_and_present_term_only_in_the_prior_confi
     assert P.seg_config(ctx, "prior")["present_term"] == 1.0
     assert P.seg_config(ctx, "tags")["present_term"] == 0.0 == P.seg_config(ctx, "full", present_term=2.0)["present_term"]
     assert "mode_lr" not in P.seg_config(ctx, "full") and "mode_steps" not in P.seg_config(ctx, "full")
+
+
+class TestClimbStepsGrid:
+    """The VAL choice of training length (and lr) shared by both studies."""
+
+    @staticmethod
+    def scorer(table):
+        calls = []
+
+        def score(n, c):
+            calls.append((n, c))
+            return table[(n, c)]
+        return score, calls
+
+    def test_stops_one_point_after_val_stops_rising(self):
+        table = {(1, None): 0.30, (2, None): 0.40, (4, None): 0.402, (8, None): 0.9}
+        score, calls = self.scorer(table)
+        curve = climb_steps_grid((8, 1, 4, 2), score, tolerance=0.005)
+        assert calls == [(1, None), (2, None), (4, None)]  # ascending; 8 is never trained (4 did not rise)
+        assert chosen_point(curve, 0.005) == (2, None)  # the fewest steps within tolerance of the best
+
+    def test_still_rising_at_the_edge_scores_every_point(self):
+        table = {(n, None): 0.1 * i for i, n in enumerate((1, 2, 4), start=1)}
+        score, calls = self.scorer(table)
+        assert chosen_point(climb_steps_grid((1, 2, 4), score), 0.005) == (4, None) and len(calls) == 3
+
+    def test_a_trailing_candidate_is_dropped(self):
+        table = {(1, "a"): 0.5, (1, "b"): 0.2, (2, "a"): 0.6, (2, "b"): 0.99, (4, "a"): 0.7, (4, "b"): 0.0}
+        score, calls = self.scorer(table)
+        curve = climb_steps_grid((1, 2, 4), score, candidates=("a", "b"), tolerance=0.01)
+        assert calls == [(1, "a"), (1, "b"), (2, "a"), (4, "a")]  # "b" trailed by 0.3 at n=1
+        assert chosen_point(curve, 0.01) == (4, "a")
+
+    def test_ties_within_tolerance_keep_both_and_pick_the_better(self):
+        table = {(1, "a"): 0.500, (1, "b"): 0.503, (2, "a"): 0.501, (2, "b"): 0.504}
+        score, calls = self.scorer(table)
+        curve = climb_steps_grid((1, 2), score, candidates=("a", "b"), tolerance=0.005)
+        assert len(calls) == 4 and chosen_point(curve, 0.005) == (1, "b")

@@ -14,7 +14,7 @@ from wsss_lib.core.config import preset
 from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.papers import paper2 as P
 from wsss_lib.papers import study_paper2 as S
-from wsss_lib.papers.common import make_context
+from wsss_lib.papers.common import chosen_point, climb_steps_grid, make_context
 from wsss_lib.papers.video import FLOW_CONTROLS, KINDS
 
 SMALL = {"widths": [4, 8, 8, 8, 8], "depths": [1, 1, 1, 1, 1]}
@@ -61,7 +61,11 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     ch = json.loads((out / "seed_0" / "choices.json").read_text())
     assert set(ch["steps"]["chosen"]) == set(S.CHOOSE_KINDS)
     assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
-    assert len(ch["steps"]["grid"]) == 2 * len(S.CHOOSE_KINDS) and ch["full_loss"] == "balanced"
+    assert ch["full_loss"] == "balanced"
+    for kind in S.CHOOSE_KINDS:  # the grid climbed while VAL rises, then the fewest steps within tolerance
+        rows = {(r["steps"], None): r["val_miou"] for r in ch["steps"]["grid"] if r["kind"] == kind}
+        assert climb_steps_grid((2, 4), lambda n, c: rows[(n, c)], tolerance=ch["steps"]["tolerance"]) == rows
+        assert ch["steps"]["chosen"][kind] == chosen_point(rows, ch["steps"]["tolerance"])[0]
     # the flow setting with the best moving-pixel AUROC on VAL, each computed into its own cache folder
     aucs = [r["val_moving_auc"] for r in ch["flow"]["grid"]]
     assert [r["params"] for r in ch["flow"]["grid"]] == [{}, {"dis_preset": 0}] and all(0 <= a <= 1 for a in aucs)

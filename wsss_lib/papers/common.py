@@ -12,6 +12,8 @@
 * :func:`dataset_split` — ``(info, samples)`` of a split of the run's dataset (toy data generated with
   the preset's parameters, so a new generator version regenerates it; ``clips`` keeps the first clips).
 * :func:`config_hash` / :func:`state_fingerprint` — cache keys.
+* :func:`climb_steps_grid` / :func:`chosen_point` — the VAL choice of training length (and lr) of both
+  papers' seed studies.
 """
 
 from __future__ import annotations
@@ -165,3 +167,36 @@ def scaled_steps(steps: int, scale: float) -> int:
     """``steps`` multiplied by ``scale`` (at least 1): ``--steps-scale`` of the reproduce commands, the
     notebooks' ``steps_scale``."""
     return max(1, int(round(int(steps) * float(scale))))
+
+
+def climb_steps_grid(steps_grid, score: Callable[[int, object], float], candidates=(None,),
+                     tolerance: float = 0.005) -> dict[tuple[int, object], float]:
+    """VAL scores along an ascending grid of training lengths, climbed only while they improve [ours].
+
+    ``score(n, c)`` trains (or loads) the point ``n`` steps x candidate ``c`` (e.g. a learning rate;
+    each point is a full schedule) and returns its VAL score, higher is better. At each ``n`` of
+    ``steps_grid`` (ascending) every surviving candidate is scored; a candidate survives to the next
+    ``n`` only while it is within ``tolerance`` of the best candidate at this ``n`` (successive halving);
+    the climb stops after the first ``n`` whose best score does not beat the best so far by more than
+    ``tolerance`` (patience of one grid point) -- a grid edge is trained only while VAL still rises.
+    Returns ``{(n, c): score}`` of the points scored, in the order scored.
+    """
+    curve: dict[tuple[int, object], float] = {}
+    alive, best = list(candidates), -float("inf")
+    for n in sorted(int(n) for n in steps_grid):
+        at = {c: float(score(n, c)) for c in alive}
+        curve.update({(n, c): v for c, v in at.items()})
+        top = max(at.values())
+        alive = [c for c in alive if at[c] >= top - tolerance]
+        if top <= best + tolerance:
+            break
+        best = top
+    return curve
+
+
+def chosen_point(curve: dict[tuple[int, object], float], tolerance: float = 0.005) -> tuple[int, object]:
+    """``(n, c)`` of a :func:`climb_steps_grid` curve: the fewest steps whose score is within ``tolerance``
+    of the best, then the best candidate at that length -- where VAL stops improving."""
+    top = max(curve.values())
+    n_best = min(n for (n, _), v in curve.items() if v >= top - tolerance)
+    return max((k for k in curve if k[0] == n_best), key=curve.__getitem__)

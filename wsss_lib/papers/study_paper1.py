@@ -30,6 +30,7 @@ from ..core.metrics import per_image_confusion
 from ..ops.checkmask import simulate_checkmask
 from ..ops.masks import choose_threshold, evaluate_masks, floor_mask, lowlevel_objectness, refine_masks
 from . import paper1 as P
+from .common import chosen_point, climb_steps_grid
 from .study import Comparison, run_study
 
 # the low-level baseline's VAL grid [ours]: (kind, Gaussian scale in px)
@@ -232,7 +233,7 @@ def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, 
 
 CRF_GRID = [{"bilateral_sxy": sxy, "bilateral_srgb": srgb, "bilateral_compat": compat}
             for sxy in (20.0, 45.0, 80.0) for srgb in (4.0, 7.0, 13.0) for compat in (3.0, 6.0, 10.0)]
-STEPS_GRID = (300, 600, 1200, 2400, 4800)
+STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600)
 LR_GRID = (0.001, 0.003)
 
 
@@ -248,12 +249,17 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
 
     * ``crf``: the pairwise setting (``crf_grid`` over the default :class:`~wsss_lib.ops.crf.CRFParams`) with the best
       VAL mask IoU of the prior's masks;
-    * ``steps`` and ``lr``: per training mode, over the grid ``steps_grid`` x ``lr_grid`` (each point a
-      full poly schedule from the classifier), the fewest steps whose VAL mIoU (raw) is within ``tolerance``
-      of the mode's best, and among those the lr with the best VAL mIoU — where VAL mIoU stops improving;
+    * ``steps`` and ``lr``: per training mode, the grid ``steps_grid`` x ``lr_grid`` (each point a full
+      poly schedule from the classifier) climbed by :func:`~wsss_lib.papers.common.climb_steps_grid` (an
+      lr is dropped once it trails the best lr at a length; longer lengths only while VAL mIoU rises),
+      then :func:`~wsss_lib.papers.common.chosen_point`: the fewest steps whose VAL mIoU (raw) is within
+      ``tolerance`` of the mode's best, and among those the lr with the best VAL mIoU;
     * ``present_term``: the weight of the present-class tag term (``present_grid``) with the best VAL
       mIoU of the prior net at its chosen steps and lr, kept at 0 unless it helps (only when "prior" is
       in ``modes``).
+
+    ``choices.json`` is rewritten after each grid point and part, so a grid
+    stopped midway leaves what it measured.
     """
     steps_grid = STEPS_GRID if steps_grid is None else steps_grid
     lr_grid = LR_GRID if lr_grid is None else lr_grid
@@ -272,21 +278,28 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
                          device=ctx.device)
         crf_rows.append({**kw, "val_iou": evaluate_masks(q >= 0.5, vl)["iou"]})
     best_crf = max(crf_rows, key=lambda r: r["val_iou"])
+    out = {"seed": ctx.seed, "quick": ctx.quick, "crf": {"grid": crf_rows, "best": best_crf,
+                                                         "preset": {k: getattr(base, k) for k in crf_grid[0]}}}
+
+    def write(part: dict) -> None:  # after every finished part: a long grid leaves what it measured
+        out.update(part)
+        atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
+
     steps_rows, chosen, chosen_lr = [], {}, {}
     for mode in modes:
-        curve = {}
-        for lr in lr_grid:
-            for n in steps_grid:
-                name = grid_name(mode, int(n), float(lr), float(seg["lr"]))
-                # the prior without the present-class term here: the term is chosen on top, below
-                model, info = P.seg_run(ctx, mode, clf, name=name, steps=int(n), lr=float(lr), progress=progress,
-                                        **({"present_term": 0.0} if mode == "prior" else {}))
-                curve[(int(n), float(lr))] = P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]
-                steps_rows.append({"mode": mode, "steps": int(n), "lr": float(lr), "val_miou": curve[(int(n), float(lr))],
-                                   "seconds": info["seconds"]})
-        top = max(curve.values())
-        n_best = min(n for (n, _), v in curve.items() if v >= top - tolerance)
-        chosen[mode], chosen_lr[mode] = max(((n, lr) for (n, lr) in curve if n == n_best), key=curve.__getitem__)
+        def score(n, lr, mode=mode):
+            name = grid_name(mode, n, float(lr), float(seg["lr"]))
+            # the prior without the present-class term here: the term is chosen on top, below
+            model, info = P.seg_run(ctx, mode, clf, name=name, steps=n, lr=float(lr), progress=progress,
+                                    **({"present_term": 0.0} if mode == "prior" else {}))
+            v = P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]
+            steps_rows.append({"mode": mode, "steps": n, "lr": float(lr), "val_miou": v, "seconds": info["seconds"]})
+            write({"steps": {"grid": steps_rows, "chosen": chosen, "lr": chosen_lr, "tolerance": tolerance}})
+            return v
+
+        curve = climb_steps_grid(steps_grid, score, [float(lr) for lr in lr_grid], tolerance)
+        chosen[mode], chosen_lr[mode] = chosen_point(curve, tolerance)
+        write({"steps": {"grid": steps_rows, "chosen": chosen, "lr": chosen_lr, "tolerance": tolerance}})
     # the present-class tag term [summary], on if it does not hurt on VAL (at the prior's chosen schedule)
     present_rows, present = [], seg["present_term"]
     if "prior" in chosen:
@@ -302,13 +315,10 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
         base_row = next(r for r in present_rows if r["present_term"] == 0.0)
         best_present = max(present_rows, key=lambda r: r["val_miou"])
         present = best_present["present_term"] if best_present["val_miou"] >= base_row["val_miou"] else 0.0
-    out = {"seed": ctx.seed, "quick": ctx.quick, "crf": {"grid": crf_rows, "best": best_crf,
-                                                         "preset": {k: getattr(base, k) for k in crf_grid[0]}},
-           "steps": {"grid": steps_rows, "chosen": chosen, "lr": chosen_lr, "tolerance": tolerance},
-           "present_term": {"grid": present_rows, "chosen": present},
+    write({"present_term": {"grid": present_rows, "chosen": present},
            "presets_agree": {"crf": all(getattr(base, k) == v for k, v in best_crf.items() if k != "val_iou"),
                              "steps": all(P.mode_steps(ctx, m) == v for m, v in chosen.items()),
-                             "lr": all(P.mode_lr(ctx, m) == v for m, v in chosen_lr.items()), "present_term": seg["present_term"] == present}}
-    atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
+                             "lr": all(P.mode_lr(ctx, m) == v for m, v in chosen_lr.items()),
+                             "present_term": seg["present_term"] == present}})
     return out
 

@@ -40,6 +40,7 @@ from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.metrics import per_image_confusion
 from ..data.toy_streets import toy_streets_info
 from . import paper2 as P
+from .common import chosen_point, climb_steps_grid
 from .study import Comparison, ItemMean, run_study
 from .video import (KINDS, base_kind, evaluate_predictions, motion_statistics, oracle_bg_prediction, predict_video,
                     uses_flow)
@@ -48,7 +49,7 @@ from .video import (KINDS, base_kind, evaluate_predictions, motion_statistics, o
 STUDY_KINDS = KINDS
 # kinds whose steps are chosen on VAL (the controls train exactly like two_stream)
 CHOOSE_KINDS = ("appearance", "two_stream", "single_bg", "full")
-STEPS_GRID = (300, 600, 1200, 2400)
+STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600)
 # Farneback settings compared on VAL [ours]: the default (a 3-level pyramid sees ~8 px of motion) and
 # wider pyramids / windows for ToyStreets' camera pans of ~13 px per frame
 FLOW_GRID = ({}, {"levels": 5, "winsize": 15}, {"levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5},
@@ -210,7 +211,8 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
     * ``flow``: the flow setting of :func:`choose_flow` (motion AUROC on VAL), used for what follows;
     * ``steps``: per kind, the fewest steps of ``steps_grid`` (each a full poly schedule, checkpoint
       ``video_<kind>_steps<n>``) whose VAL mIoU is within ``tolerance`` of the best -- where VAL mIoU
-      stops improving. The motion controls are not chosen: they train like ``two_stream``
+      stops improving; the grid is climbed only while VAL mIoU rises
+      (:func:`~wsss_lib.papers.common.climb_steps_grid`). The motion controls are not chosen: they train like ``two_stream``
       (:func:`~wsss_lib.papers.paper2.kind_steps`).
     """
     steps_grid = STEPS_GRID if steps_grid is None else steps_grid
@@ -219,19 +221,18 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
     sup = P.video_supervision(ctx, kinds, streets, progress=progress)
     rows, chosen = [], {}
     for kind in kinds:
-        curve = {}
         lm = sup["fgbg"]["label_map"] if kind == "single_bg" else None
-        for n in steps_grid:
-            model, hist = P.train_kind(ctx, kind, streets, sup, progress=progress, tag=f"video_{kind}_steps{int(n)}",
-                                       steps=int(n))
+
+        def score(n, _, kind=kind, lm=lm):
+            model, hist = P.train_kind(ctx, kind, streets, sup, progress=progress, tag=f"video_{kind}_steps{n}",
+                                       steps=n)
             ev = P.evaluate_model(ctx, kind, model, streets, split="val", label_map=lm)
-            curve[int(n)] = ev["miou"]
-            rows.append({"kind": kind, "steps": int(n), "val_miou": ev["miou"], "val_bg_miou": ev["bg_miou"],
+            rows.append({"kind": kind, "steps": n, "val_miou": ev["miou"], "val_bg_miou": ev["bg_miou"],
                          "val_fg_miou": ev["fg_miou"], "val_moving_miou": ev["moving_miou"],
                          "seconds": hist["seconds"]})
-            del model
-        top = max(curve.values())
-        chosen[kind] = min(n for n, v in curve.items() if v >= top - tolerance)
+            return ev["miou"]
+
+        chosen[kind] = chosen_point(climb_steps_grid(steps_grid, score, tolerance=tolerance), tolerance)[0]
     cfg = preset("video_seg", ctx.quick)
     out = {"seed": ctx.seed, "quick": ctx.quick, "full_loss": cfg["full_loss"], "flow": flow,
            "steps": {"grid": rows, "chosen": chosen, "tolerance": tolerance},
