@@ -32,7 +32,8 @@ from torch import nn
 from wsss_lib.engine import distributed as D
 from wsss_lib.engine import shard as S
 from wsss_lib.engine import predict, train
-from wsss_lib.data.base import DatasetInfo
+from wsss_lib.core.io import write_label
+from wsss_lib.data.base import DatasetInfo, Sample
 from wsss_lib.papers import segmentation, video
 from wsss_lib.core.errors import InvalidInputError, UnsafePathError
 
@@ -72,6 +73,18 @@ def _dataset(n: int, seed: int, ignore: bool = False) -> train.InMemoryDataset:
     for i in range(n):
         tags[i, labels[i][labels[i] < NUM_CLASSES].unique()] = 1
     return train.InMemoryDataset(imgs, labels, tags)
+
+
+def _full_size_samples(folder: Path, n: int = 13, write: bool = False) -> list[Sample]:
+    """``n`` samples whose label PNGs are stored larger than the 16x16 frames, each its own size."""
+    samples = [Sample(id=f"f{i:02d}", image=folder / "unused.jpg", label=folder / f"f{i:02d}.png") for i in range(n)]
+    if write:
+        g = np.random.default_rng(7)
+        for i, s in enumerate(samples):
+            lab = g.integers(0, NUM_CLASSES, (20 + i, 24)).astype(np.uint8)
+            lab[:3] = 255
+            write_label(s.label, lab)
+    return samples
 
 
 def _train(model, ds, ckpt: Path, stop_after=None) -> dict:
@@ -158,6 +171,13 @@ def _worker(out: Path) -> None:
                                label_map=torch.arange(NUM_CLASSES), oracle_bg=True)
     hook.remove()
     torch.save({"scores": vid, "seen": torch.cat(seen)}, out / f"video_rank{rank}.pt")
+    seen.clear()
+    hook = model.register_forward_hook(lambda mod, inp, outp: seen.append(inp[0].detach().clone()))
+    full = video.evaluate_video_full_size(model, _dataset(13, 5, ignore=True), _full_size_samples(out / "labels"),
+                                          VIDEO_INFO, device="cpu", amp=False, batch_size=4,
+                                          label_map=torch.arange(NUM_CLASSES), oracle_bg=True)
+    hook.remove()
+    torch.save({"scores": full, "seen": torch.cat(seen)}, out / f"video_full_rank{rank}.pt")
     calls: list[str] = []
 
     def fn(item):
@@ -192,6 +212,7 @@ def two_ranks(tmp_path_factory):
     try:
         # a single-process run interrupted after 2 steps; the 2-rank run resumes it
         _train(TinySegNet(), _dataset(24, 0), out / "ckpt_resume.pt", stop_after=2)
+        _full_size_samples(out / "labels", write=True)
     finally:
         os.environ.update(saved)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -297,6 +318,24 @@ def test_distributed_video_scores_equal_single_process(two_ranks):
                                   label_map=torch.arange(NUM_CLASSES), oracle_bg=True)
     assert r0["scores"] == single == r1["scores"]  # exact: summed integer counts
     assert single["oracle_bg"]["bg_miou"] >= single["bg_miou"]
+
+
+def test_distributed_full_size_video_scores_equal_single_process(two_ranks):
+    """Real-data scoring at each frame's stored label size is sharded the same way: each rank reads
+    and scores only its frames' label files; the summed matrices equal the single-process ones."""
+    r0, r1 = (torch.load(two_ranks / f"video_full_rank{r}.pt", weights_only=True) for r in (0, 1))
+    ds = _dataset(13, 5, ignore=True)
+    images = ds.images.float() / 255.0
+    assert torch.equal(r0["seen"], images[0:6]) and torch.equal(r1["seen"], images[6:13])
+    model = TinySegNet()
+    model.load_state_dict(torch.load(two_ranks / "state_rank0.pt", weights_only=True)["state"])
+    single = video.evaluate_video_full_size(model, ds, _full_size_samples(two_ranks / "labels"), VIDEO_INFO,
+                                            device="cpu", amp=False, label_map=torch.arange(NUM_CLASSES),
+                                            oracle_bg=True)
+    assert r0["scores"] == single == r1["scores"]
+    assert single["oracle_bg"]["bg_miou"] >= single["bg_miou"]
+    in_memory = video.evaluate_video(model, ds, VIDEO_INFO, device="cpu", amp=False)
+    assert single["miou"] != in_memory["miou"]  # scored against the stored (larger) label files, not ds.labels
 
 
 def test_sharded_job_writes_every_item_once_and_resumes(two_ranks):
