@@ -305,37 +305,27 @@ def test_distributed_miou_equals_single_process(two_ranks):
     assert torch.equal(r0["pred"], single["pred"]) and torch.equal(r1["pred"], single["pred"])  # dataset order
 
 
-def test_distributed_video_scores_equal_single_process(two_ranks):
+@pytest.mark.parametrize("full_size", [False, True], ids=["in_memory", "full_size"])
+def test_distributed_video_scores_equal_single_process(two_ranks, full_size):
     """Paper 2's evaluation is sharded the same way: each rank predicts only its frames, and the
-    summed confusion matrices give the single-process scores (oracle-background ceiling included)."""
-    r0, r1 = (torch.load(two_ranks / f"video_rank{r}.pt", weights_only=True) for r in (0, 1))
+    summed confusion matrices give the single-process scores (oracle-background ceiling included).
+    ``full_size``: real-data scoring at each frame's stored label size, each rank reading only its
+    frames' label files."""
+    r0, r1 = (torch.load(two_ranks / f"video{'_full' if full_size else ''}_rank{r}.pt", weights_only=True)
+              for r in (0, 1))
     ds = _dataset(13, 5, ignore=True)
     images = ds.images.float() / 255.0
     assert torch.equal(r0["seen"], images[0:6]) and torch.equal(r1["seen"], images[6:13])
     model = TinySegNet()
     model.load_state_dict(torch.load(two_ranks / "state_rank0.pt", weights_only=True)["state"])
-    single = video.evaluate_video(model, ds, VIDEO_INFO, device="cpu", amp=False,
-                                  label_map=torch.arange(NUM_CLASSES), oracle_bg=True)
+    kw = dict(device="cpu", amp=False, label_map=torch.arange(NUM_CLASSES), oracle_bg=True)
+    in_memory = video.evaluate_video(model, ds, VIDEO_INFO, **kw)
+    single = (video.evaluate_video_full_size(model, ds, _full_size_samples(two_ranks / "labels"), VIDEO_INFO, **kw)
+              if full_size else in_memory)
     assert r0["scores"] == single == r1["scores"]  # exact: summed integer counts
     assert single["oracle_bg"]["bg_miou"] >= single["bg_miou"]
-
-
-def test_distributed_full_size_video_scores_equal_single_process(two_ranks):
-    """Real-data scoring at each frame's stored label size is sharded the same way: each rank reads
-    and scores only its frames' label files; the summed matrices equal the single-process ones."""
-    r0, r1 = (torch.load(two_ranks / f"video_full_rank{r}.pt", weights_only=True) for r in (0, 1))
-    ds = _dataset(13, 5, ignore=True)
-    images = ds.images.float() / 255.0
-    assert torch.equal(r0["seen"], images[0:6]) and torch.equal(r1["seen"], images[6:13])
-    model = TinySegNet()
-    model.load_state_dict(torch.load(two_ranks / "state_rank0.pt", weights_only=True)["state"])
-    single = video.evaluate_video_full_size(model, ds, _full_size_samples(two_ranks / "labels"), VIDEO_INFO,
-                                            device="cpu", amp=False, label_map=torch.arange(NUM_CLASSES),
-                                            oracle_bg=True)
-    assert r0["scores"] == single == r1["scores"]
-    assert single["oracle_bg"]["bg_miou"] >= single["bg_miou"]
-    in_memory = video.evaluate_video(model, ds, VIDEO_INFO, device="cpu", amp=False)
-    assert single["miou"] != in_memory["miou"]  # scored against the stored (larger) label files, not ds.labels
+    if full_size:  # scored against the stored (larger) label files, not the dataset's 16x16 labels
+        assert single["miou"] != in_memory["miou"]
 
 
 def test_sharded_job_writes_every_item_once_and_resumes(two_ranks):
