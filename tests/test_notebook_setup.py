@@ -168,8 +168,9 @@ def test_size_parameters_reach_the_run_and_its_checkpoint_configs(tmp_path):
 
 
 def test_steps_scale_is_the_notebook_budget_and_scales_the_chosen_schedules(tmp_path, monkeypatch, patch_presets):
-    """``steps_scale`` (None: the "notebook" preset's budget; quick runs 1) multiplies the VAL-chosen steps
-    of paper 1's seg nets and paper 2's video models, nothing else; studies / CLI contexts keep 1."""
+    """``steps_scale`` (None: the "notebook" preset's budget, a scale and a cap; quick runs 1, no cap)
+    multiplies the VAL-chosen steps of paper 1's seg nets and paper 2's video models, nothing else, and
+    ``steps_cap`` bounds the result; studies / CLI contexts keep 1 and no cap."""
     from wsss_lib.core.config import preset
     from wsss_lib.papers import paper1 as P1
     from wsss_lib.papers import paper2 as P2
@@ -181,6 +182,10 @@ def test_steps_scale_is_the_notebook_budget_and_scales_the_chosen_schedules(tmp_
     assert setup("04_weak_training", device="cpu", output_dir=out).steps_scale == budget["04_weak_training"] < 1
     assert setup("07_two_stream_video", device="cpu", output_dir=out).steps_scale == budget["07_two_stream_video"] < 1
     assert setup("01_tags_classifier", device="cpu", output_dir=out).steps_scale == 1.0
+    caps = preset("notebook")["steps_cap"]
+    assert setup("07_two_stream_video", device="cpu", output_dir=out).steps_cap == caps["07_two_stream_video"]
+    assert setup("07_two_stream_video", device="cpu", output_dir=out, steps_scale=1).steps_cap is None  # full schedule
+    assert setup("07_two_stream_video", quick=True, device="cpu", output_dir=out).steps_cap is None
     assert make_context(None, out, "cpu").steps_scale == 1.0
     for bad in (0, -1, "half", True, 11):
         with pytest.raises(InvalidInputError, match="steps_scale"):
@@ -196,3 +201,12 @@ def test_steps_scale_is_the_notebook_budget_and_scales_the_chosen_schedules(tmp_
     seen.clear()
     P1.seg_run(ctx, "full", classifier=object(), steps=7)  # an explicit schedule is not scaled
     assert seen == {"seg": 7}
+    seen.clear()
+    ctx.steps_cap = 150  # the budget's cap after the scale: paper 1's 100 stays, paper 2's 200 is cut to 150
+    P1.seg_run(ctx, "full", classifier=object())
+    P2.train_kind(ctx, "full", {}, {"classifier": object()})
+    assert seen == {"seg": 100, "video": 150}
+    seen.clear()
+    ctx.steps_scale = 1.0  # a cap alone still applies
+    P2.train_kind(ctx, "full", {}, {"classifier": object()})
+    assert seen == {"video": 150}

@@ -113,13 +113,16 @@ def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto"
     ``{"train": 40, "val": 10, "test": 10}``); ``frame_size``: ``(H, W)`` a real dataset's frames are resized to
     in 05-07 (default: the ``paper2_video_seg`` preset's); ``steps_scale``: the fraction of the VAL-chosen
     training steps the segmentation / video nets train (None: the "notebook" preset's time budget for
-    notebook ``name``, 1 for the others and in quick mode; 1: the full schedule, as the studies). An unknown key is one clear error."""
+    notebook ``name`` -- its ``steps_scale``, and at most its ``steps_cap`` steps per net --, 1 for the others
+    and in quick mode; 1: the full schedule, as the studies). An unknown key is one clear error."""
     check_types(quick=quick, seed=seed, device=device, dataset=dataset, data_root=data_root, output_dir=output_dir,
                 real_subset=real_subset, clips=clips, frame_size=frame_size)
     if frame_size is not None and (len(frame_size) != 2 or min(int(v) for v in frame_size) < 8):
         raise InvalidInputError(f"frame_size must be (H, W) with sides >= 8 px, got {frame_size!r}")
-    if steps_scale is None:
-        steps_scale = preset("notebook", quick)["steps_scale"].get(name, 1.0)
+    steps_cap = None
+    if steps_scale is None:  # the notebook budget: a fraction of the chosen steps, and at most a cap
+        budget = preset("notebook", quick)
+        steps_scale, steps_cap = budget["steps_scale"].get(name, 1.0), budget["steps_cap"].get(name)
     if isinstance(steps_scale, bool) or not isinstance(steps_scale, (int, float)) or not 0 < steps_scale <= 10:
         raise InvalidInputError(f"steps_scale must be a number in (0, 10], got {steps_scale!r}")
     if real_subset:
@@ -131,12 +134,13 @@ def setup(name: str, *, quick: bool = False, seed: int = 0, device: str = "auto"
     # the paper-scale pipeline is `wsss reproduce`
     base = make_context(data_root, output_dir, device, quick, seed, dataset, name, preset="toy")
     base.real_subset, base.clips, base.frame_size = real_subset, clips, frame_size
-    base.steps_scale = float(steps_scale)
+    base.steps_scale, base.steps_cap = float(steps_scale), steps_cap
     ctx = NotebookContext(**{f.name: getattr(base, f.name) for f in fields(RunContext)})
     ctx.figures.mkdir(parents=True, exist_ok=True)
     if ctx.device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"[wsss] {name}: quick={quick} seed={seed} device={ctx.device} dataset={dataset} data_root={ctx.data_root} "
           f"output={ctx.out} torch={torch.__version__} python={platform.python_version()}"
-          + (f" steps_scale={ctx.steps_scale:g}" if ctx.steps_scale != 1.0 else ""))
+          + (f" steps_scale={ctx.steps_scale:g}" if ctx.steps_scale != 1.0 else "")
+          + (f" steps_cap={ctx.steps_cap}" if ctx.steps_cap is not None else ""))
     return ctx

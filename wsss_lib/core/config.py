@@ -219,11 +219,13 @@ PRESETS: dict[str, dict[str, dict]] = {
     "notebook": {
         # the notebooks' time budget (papermill / `wsss run` on 2 CPU cores: 01-04 and 05-07 within 10 min
         # each): the segmentation / video nets of a notebook train steps_scale x their VAL-chosen steps
-        # (seg.mode_steps, video_seg.kind_steps) [ours]; a notebook not listed trains the full schedule.
+        # (seg.mode_steps, video_seg.kind_steps), at most steps_cap steps per net (07: the upper bound's chosen
+        # schedule is several times the weak models') [ours]; a notebook not listed trains the full schedule.
         # The converged comparisons are the studies' (`wsss study paper1|paper2`, scale 1), which notebooks
         # 04 and 07 show beside their own table; the notebook parameter steps_scale=1 trains the full schedule
-        "default": {"steps_scale": {"04_weak_training": 0.125, "07_two_stream_video": 0.5}},
-        "quick": {"steps_scale": {}},
+        "default": {"steps_scale": {"04_weak_training": 0.125, "07_two_stream_video": 0.5},
+                    "steps_cap": {"04_weak_training": 300, "07_two_stream_video": 1200}},
+        "quick": {"steps_scale": {}, "steps_cap": {}},
     },
 }
 

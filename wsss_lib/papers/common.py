@@ -60,6 +60,9 @@ class RunContext:
     # multiplies the VAL-chosen training steps of the segmentation / video nets (a notebook's time budget;
     # 1 = the chosen schedule, what the studies and the reproduce commands train)
     steps_scale: float = 1.0
+    # at most this many steps after the scale (a notebook's time budget when one net's chosen schedule is
+    # much longer than the others'); None = no cap
+    steps_cap: int | None = None
 
     @property
     def checkpoints(self) -> Path:
@@ -163,10 +166,11 @@ def complete_checkpoints(folder: Path, pattern: str, device="cpu") -> Iterator[t
             yield path, st
 
 
-def scaled_steps(steps: int, scale: float) -> int:
-    """``steps`` multiplied by ``scale`` (at least 1): ``--steps-scale`` of the reproduce commands, the
-    notebooks' ``steps_scale``."""
-    return max(1, int(round(int(steps) * float(scale))))
+def scaled_steps(steps: int, scale: float, cap: int | None = None) -> int:
+    """``steps`` multiplied by ``scale``, at most ``cap`` (None: no cap), at least 1: ``--steps-scale`` of the
+    reproduce commands, the notebooks' ``steps_scale`` / ``steps_cap``."""
+    n = int(round(int(steps) * float(scale)))
+    return max(1, n if cap is None else min(n, int(cap)))
 
 
 def climb_steps_grid(steps_grid, score: Callable[[int, object], float], candidates=(None,),

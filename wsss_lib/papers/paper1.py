@@ -490,8 +490,8 @@ def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: s
         overrides["pooling"] = pooling
     name = name or (kind if pooling is None else f"{kind}_{pooling}")
     mode = "prior" if kind == "checkmask" else kind
-    if "steps" not in overrides:  # each mode's schedule as chosen on VAL (see the "seg" preset), times ctx.steps_scale
-        overrides["steps"] = scaled_steps(mode_steps(ctx, mode), ctx.steps_scale)
+    if "steps" not in overrides:  # the mode's VAL-chosen schedule ("seg" preset) x ctx.steps_scale, <= ctx.steps_cap
+        overrides["steps"] = scaled_steps(mode_steps(ctx, mode), ctx.steps_scale, ctx.steps_cap)
     if "lr" not in overrides:
         overrides["lr"] = mode_lr(ctx, mode)
     model, info = get_segnet(ctx, name, mode, classifier, masks=masks, accepted=accepted, retrain=retrain,

@@ -424,9 +424,9 @@ def train_kind(ctx, kind: str, streets: dict, sup: dict, progress: bool = True, 
     elif base == "single_bg":
         sid = {"threshold": sup["fgbg"]["threshold"], "classifier": "streets_fg_classifier"}
     clf = sup["fg_classifier"] if base == "single_bg" else sup["classifier"]
-    scale = ctx.steps_scale
-    if "steps" not in overrides and scale != 1.0:  # the VAL-chosen schedule times ctx.steps_scale
-        overrides["steps"] = scaled_steps(kind_steps(_preset(ctx, "video_seg"), kind), scale)
+    scale, cap = ctx.steps_scale, ctx.steps_cap
+    if "steps" not in overrides and (scale != 1.0 or cap is not None):  # the VAL-chosen schedule x scale, <= cap
+        overrides["steps"] = scaled_steps(kind_steps(_preset(ctx, "video_seg"), kind), scale, cap)
     return get_video_model(ctx, kind, streets, classifier=clf, regions=sup.get("regions", {}).get("regions"),
                            fg_masks=sup.get("fgbg", {}).get("masks"), progress=progress, supervision_id=sid,
                            **overrides)
