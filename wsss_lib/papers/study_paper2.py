@@ -49,7 +49,7 @@ from .video import (KINDS, base_kind, evaluate_predictions, motion_statistics, o
 STUDY_KINDS = KINDS
 # kinds whose steps are chosen on VAL (the controls train exactly like two_stream)
 CHOOSE_KINDS = ("appearance", "two_stream", "single_bg", "full")
-STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600)
+STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600, 19200)
 # Farneback settings compared on VAL [ours]: the default (a 3-level pyramid sees ~8 px of motion) and
 # wider pyramids / windows for ToyStreets' camera pans of ~13 px per frame
 FLOW_GRID = ({}, {"levels": 5, "winsize": 15}, {"levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5},
