@@ -44,14 +44,22 @@ def test_reproduce_paper1_end_to_end_and_resumes(voc_root, tmp_path, patch_prese
     patch_presets(TINY_PAPER)
     out = tmp_path / "out"
     argv = ["reproduce", "paper1", "--dataset", "voc_aug", "--data-root", str(root), "--out", str(out),
-            "--device", "cpu", "--no-progress", "--pretrained", "none"]
+            "--device", "cpu", "--no-progress", "--pretrained", "none", "--baselines", "tags", "full"]
     assert main(argv) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith("reproduce_paper1.md")
     res = json.loads((out / "reproduce_paper1.json").read_text())
-    assert [r["step"] for r in res["rows"]][-1] == "segmentation + test-time CRF"
+    steps = [r["step"] for r in res["rows"]]
+    assert steps[4] == "segmentation + test-time CRF" and res["rows"][4]["paper"] == 0.466
+    assert steps[5:] == ["segmentation (tags only, no prior) [baseline]",
+                         "segmentation (tags only, no prior) [baseline] + test-time CRF",
+                         "segmentation (fully supervised) [upper bound]",
+                         "segmentation (fully supervised) [upper bound] + test-time CRF"]
     for r in res["rows"]:
         assert 0.0 <= r["measured"] <= 1.0, r
-    assert res["rows"][-1]["paper"] == 0.466
+    # the baselines are the same network and schedule rule, trained with their own loss
+    modes = res["config"]["seg_modes"]
+    assert {m: c["mode"] for m, c in modes.items()} == {"prior": "prior", "tags": "tags", "full": "full"}
+    assert len({(c["head"], c["steps"], c["crop"]) for c in modes.values()}) == 1
     assert res["config"]["profile"] == "paper" and res["config"]["masks"]["layers"] == ["conv4", "conv5"]
     assert "full size" in (out / "reproduce_paper1.md").read_text()
     n_train = len(info["ids"]["train"]) + len(info["ids"]["sbd"])  # train_aug: VOC train + SBD-only ids
@@ -62,7 +70,7 @@ def test_reproduce_paper1_end_to_end_and_resumes(voc_root, tmp_path, patch_prese
     stamp = {p: p.stat().st_mtime_ns for p in (mask_dir / "train").glob("*.png")}
     assert main(argv) == 0
     again = json.loads((out / "reproduce_paper1.json").read_text())
-    assert again["metrics"]["classifier"]["trained_now"] is False and again["metrics"]["seg"]["trained_now"] is False
+    assert not any(again["metrics"][k]["trained_now"] for k in ("classifier", "seg", "seg_tags", "seg_full"))
     assert [r["measured"] for r in again["rows"]] == [r["measured"] for r in res["rows"]]
     assert stamp == {p: p.stat().st_mtime_ns for p in (mask_dir / "train").glob("*.png")}
 

@@ -33,6 +33,9 @@ def register(sub) -> None:
                    help="multiply every training's steps (e.g. 0.1 for a trial run; default 1)")
     p.add_argument("--split", default="val", choices=["val", "test"],
                    help="paper 1's evaluation split (VOC: val; its test labels are not public)")
+    p.add_argument("--baselines", nargs="+", default=[], choices=["tags", "full"],
+                   help="paper 1: also train and score the same network from tags only and/or fully supervised "
+                        "(the upper bound), as rows of the table")
     p.add_argument("--kinds", nargs="+", default=None,
                    help="paper 2: video models to train and score (default: the preset's, appearance two_stream; "
                         "also single_bg, full, two_stream_zero_flow, two_stream_shuffled_flow)")
@@ -52,7 +55,8 @@ def _markdown_paper1(res: dict) -> str:
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items())
     return (f"# Paper 1 reproduction: {cfg['dataset']} (profile {cfg['profile']}{', quick' if cfg['quick'] else ''}, "
             f"seed {cfg['seed']}, {cfg['device']})\n\n" + markdown_table(rows) +
-            f"\n\nSteps: classifier {cfg['classifier']['steps']}, segmentation {cfg['seg']['steps']} "
+            f"\n\nSteps: classifier {cfg['classifier']['steps']}, segmentation "
+            + ", ".join(f"{m} {c['steps']}" for m, c in cfg["seg_modes"].items()) + " "
             f"(steps scale {cfg['steps_scale']}). Time of this invocation: {secs} (0 s = loaded from an earlier run).\n"
             "Paper column: VOC 2012 val mIoU from tags only as reported for paper 1 [summary, papers README]; "
             "whether it includes CRF post-processing is not known to us.\n")
@@ -105,7 +109,7 @@ def cmd_reproduce(args) -> int:
         from ..papers.paper1 import reproduce  # lazy: `wsss --help` does not load the pipelines
 
         res = reproduce(ctx, pretrained=args.pretrained, steps_scale=args.steps_scale, progress=args.progress,
-                        split=args.split)
+                        split=args.split, baselines=args.baselines)
         text = _markdown_paper1(res)
     else:
         from ..papers.paper2 import reproduce  # lazy: `wsss --help` does not load the pipelines

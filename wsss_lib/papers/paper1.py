@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -537,16 +537,25 @@ def stage_maps(classifier, ds: InMemoryDataset, indices, stages=("conv1", "conv2
 PAPER1_REPORTED = {"val_miou": 0.466, "test_miou": 0.480, "val_miou_checkmask": 0.515}
 
 
+REPRODUCE_BASELINES = {"tags": "segmentation (tags only, no prior) [baseline]",
+                       "full": "segmentation (fully supervised) [upper bound]"}
+
+
 def reproduce(ctx, pretrained: str | None = None, steps_scale: float = 1.0, progress: bool = True,
-              split: str = "val") -> dict[str, Any]:
+              split: str = "val", baselines: Sequence[str] = ()) -> dict[str, Any]:
     """Paper 1 end to end, each step a cached load-or-compute (a killed run resumes where it stopped):
     tag classifier -> fg/bg masks (conv4 + conv5, 2-label CRF; written per image, resumable) ->
     DeepLab-LargeFOV with the fg/bg prior loss -> evaluation on ``split`` without and with the
     test-time CRF. ``pretrained``: the classifier's ImageNet weights (a path or "imagenet"; None =
-    the preset's). ``steps_scale`` multiplies every training's steps.
+    the preset's). ``steps_scale`` multiplies every training's steps. ``baselines``: also train and
+    score the same network from tags only (``"tags"``) and fully supervised (``"full"``, the upper
+    bound), same schedule rule and evaluation, as rows of the table (``metrics["seg_<mode>"]``).
 
     Returns ``{"rows": [{"step", "metric", "measured", "paper"}], "metrics": {...}, "seconds": {...}}``.
     """
+    unknown = set(baselines) - set(REPRODUCE_BASELINES)
+    if unknown:
+        raise InvalidInputError(f"unknown baseline(s) {sorted(unknown)}; known: {sorted(REPRODUCE_BASELINES)}")
     seconds, metrics = {}, {}
     t0 = time.time()
     over = {} if pretrained is None else {"pretrained": None if str(pretrained).lower() == "none" else pretrained}
@@ -584,8 +593,22 @@ def reproduce(ctx, pretrained: str | None = None, steps_scale: float = 1.0, prog
         {"step": "segmentation + test-time CRF", "metric": f"{split.upper()} mIoU ({n} images, full size)",
          "measured": res["miou_crf"], "paper": ref},
     ]
+    seg_cfgs = {"prior": sinfo["config"]}
+    for mode in baselines:
+        t0 = time.time()
+        m, binfo = seg_run(ctx, mode, clf, progress=progress,
+                           steps=scaled_steps(mode_steps(ctx, mode), steps_scale))
+        r = evaluate_segnet(ctx, m, split, crf=True)
+        seconds[f"seg_{mode}"] = time.time() - t0
+        seg_cfgs[mode] = binfo["config"]
+        metrics[f"seg_{mode}"] = {"miou": r["miou"], "miou_crf": r["miou_crf"], "iou": r["iou"], "iou_crf": r["iou_crf"],
+                                  "steps": binfo["config"]["steps"], "trained_now": binfo["trained"]}
+        for suffix, key in (("", "miou"), (" + test-time CRF", "miou_crf")):
+            rows.append({"step": REPRODUCE_BASELINES[mode] + suffix,
+                         "metric": f"{split.upper()} mIoU ({n} images, full size)", "measured": r[key], "paper": None})
     return {"rows": rows, "metrics": metrics, "seconds": seconds,
             "config": {"dataset": ctx.dataset, "profile": profile(ctx), "quick": ctx.quick, "seed": ctx.seed,
                        "device": str(ctx.device), "steps_scale": steps_scale,
-                       "classifier": info["config"], "seg": sinfo["config"], "masks": mask_config(ctx),
+                       "classifier": info["config"], "seg": sinfo["config"], "seg_modes": seg_cfgs,
+                       "masks": mask_config(ctx),
                        "crf": crf_params(ctx).to_dict()}}
