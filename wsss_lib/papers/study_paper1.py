@@ -233,7 +233,7 @@ def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, 
 
 CRF_GRID = [{"bilateral_sxy": sxy, "bilateral_srgb": srgb, "bilateral_compat": compat}
             for sxy in (20.0, 45.0, 80.0) for srgb in (4.0, 7.0, 13.0) for compat in (3.0, 6.0, 10.0)]
-STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600)
+STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600, 19200)
 LR_GRID = (0.001, 0.003)
 
 
