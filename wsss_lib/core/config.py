@@ -62,9 +62,9 @@ PRESETS: dict[str, dict[str, dict]] = {
                     # steps per training mode (prior / tags / full; check-mask = prior), chosen on VAL by
                     # `wsss study paper1 --choose` [ours] (seed 0, grid 300/600/.../19200 climbed while VAL rises,
                     # VAL mIoU: tags 0.322 / 0.337 / 0.368 / 0.394 / 0.331 (peak at 2400), prior 0.404 / 0.440 /
-                    # 0.481 / 0.502 / 0.517 (9600 not measured yet), full 0.454 / 0.561 / 0.639 / 0.694 / 0.736 /
+                    # 0.481 / 0.502 / 0.517 / 0.528 (still rising), full 0.454 / 0.561 / 0.639 / 0.694 / 0.736 /
                     # 0.763); a mode missing here trains "steps"
-                    "mode_steps": {"prior": 4800, "tags": 2400, "full": 9600},
+                    "mode_steps": {"prior": 9600, "tags": 2400, "full": 9600},
                     # Adam learning rate per training mode, chosen on VAL with the steps (grid LR_GRID of
                     # wsss_lib.papers.study_paper1) [ours]; a mode missing here trains "lr"
                     "mode_lr": {},
