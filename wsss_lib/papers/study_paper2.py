@@ -212,8 +212,8 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
     * ``steps``: per kind, the fewest steps of ``steps_grid`` (each a full poly schedule, checkpoint
       ``video_<kind>_steps<n>``) whose VAL mIoU is within ``tolerance`` of the best -- where VAL mIoU
       stops improving; the grid is climbed only while VAL mIoU rises
-      (:func:`~wsss_lib.papers.common.climb_steps_grid`). The motion controls are not chosen: they train like ``two_stream``
-      (:func:`~wsss_lib.papers.paper2.kind_steps`).
+      (:func:`~wsss_lib.papers.common.climb_steps_grid`). The motion controls are not chosen: they train
+      like ``two_stream`` (:func:`~wsss_lib.papers.paper2.kind_steps`).
     """
     steps_grid = STEPS_GRID if steps_grid is None else steps_grid
     flow = choose_flow(ctx, flow_grid, progress=progress)
