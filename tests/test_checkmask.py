@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_lib.ops.checkmask import accepted_mask_quality, simulate_checkmask
+from wsss_lib.ops.checkmask import accepted_mask_quality, checkmask_decisions, simulate_checkmask
 from wsss_lib.ops.masks import per_image_iou
 from wsss_lib.core.errors import InvalidInputError
 
@@ -75,3 +75,18 @@ def test_noise_flips_about_that_fraction_of_decisions():
     assert (simulate_checkmask(masks, labels, noise=1.0)["accepted"] != clean).all()
     with pytest.raises(InvalidInputError):
         simulate_checkmask(masks, labels, noise=1.5)
+
+
+def test_decisions_from_per_image_iou_match_the_array_path():
+    """Data of varying image sizes gives the annotator one IoU per image: the same clicks as the
+    (N, H, W) path, the same noise for the same seed."""
+    masks, labels = _data()
+    iou = [per_image_iou(m[None], t[None])[0] for m, t in zip(masks, labels)]
+    for kw in ({}, {"tau": 0.7}, {"noise": 0.5, "seed": 3}):
+        a, b = simulate_checkmask(masks, labels, **kw), checkmask_decisions(iou, **kw)
+        np.testing.assert_array_equal(a["accepted"], b["accepted"])
+        np.testing.assert_allclose(a["iou"], b["iou"])
+        assert a["clicks"] == b["clicks"] == 4
+    with pytest.raises(InvalidInputError, match="tau"):
+        checkmask_decisions(iou, tau=-0.1)
+    assert checkmask_decisions([], tau=0.5)["clicks"] == 0

@@ -10,6 +10,9 @@ import pytest
 from fixtures_real import build_voc_sized
 from wsss_lib.cli import main
 from wsss_lib.core.config import PRESETS, preset
+from wsss_lib.core.io import read_label
+from wsss_lib.data.base import SegmentationDataset
+from wsss_lib.data.registry import load_dataset
 
 # tiny paper-profile sizes: the pipeline's code paths at the paper's structure, seconds on a CPU
 TINY_PAPER = {
@@ -18,7 +21,7 @@ TINY_PAPER = {
     "paper1_masks": {"n_threshold": 4, "batch_size": 4},
     "paper1_crf": {"iterations": 3, "workers": 1},
     "paper1_seg": {"n_val": 5, "steps": 4, "batch_size": 2, "head_width": 8, "dilation": 2, "crop": 96,
-                   "workers": 0},
+                   "workers": 0, "tau": 0.19},  # tau: the tiny classifier's masks reach IoU 0.05-0.22 here
 }
 
 
@@ -44,7 +47,7 @@ def test_reproduce_paper1_end_to_end_and_resumes(voc_root, tmp_path, patch_prese
     patch_presets(TINY_PAPER)
     out = tmp_path / "out"
     argv = ["reproduce", "paper1", "--dataset", "voc_aug", "--data-root", str(root), "--out", str(out),
-            "--device", "cpu", "--no-progress", "--pretrained", "none", "--baselines", "tags", "full"]
+            "--device", "cpu", "--no-progress", "--pretrained", "none", "--baselines", "tags", "full", "checkmask"]
     assert main(argv) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith("reproduce_paper1.md")
     res = json.loads((out / "reproduce_paper1.json").read_text())
@@ -53,12 +56,16 @@ def test_reproduce_paper1_end_to_end_and_resumes(voc_root, tmp_path, patch_prese
     assert steps[5:] == ["segmentation (tags only, no prior) [baseline]",
                          "segmentation (tags only, no prior) [baseline] + test-time CRF",
                          "segmentation (fully supervised) [upper bound]",
-                         "segmentation (fully supervised) [upper bound] + test-time CRF"]
+                         "segmentation (fully supervised) [upper bound] + test-time CRF",
+                         "segmentation (fg/bg prior + check-mask, simulated annotator)",
+                         "segmentation (fg/bg prior + check-mask, simulated annotator) + test-time CRF"]
+    assert [r["paper"] for r in res["rows"][-2:]] == [0.515, 0.515]
     for r in res["rows"]:
         assert 0.0 <= r["measured"] <= 1.0, r
     # the baselines are the same network and schedule rule, trained with their own loss
     modes = res["config"]["seg_modes"]
-    assert {m: c["mode"] for m, c in modes.items()} == {"prior": "prior", "tags": "tags", "full": "full"}
+    assert {m: c["mode"] for m, c in modes.items()} == {"prior": "prior", "tags": "tags", "full": "full",
+                                                        "checkmask": "prior"}
     assert len({(c["head"], c["steps"], c["crop"]) for c in modes.values()}) == 1
     assert res["config"]["profile"] == "paper" and res["config"]["masks"]["layers"] == ["conv4", "conv5"]
     assert "full size" in (out / "reproduce_paper1.md").read_text()
@@ -66,11 +73,27 @@ def test_reproduce_paper1_end_to_end_and_resumes(voc_root, tmp_path, patch_prese
     (mask_dir,) = (out / "masks").glob("streamed_*")
     assert len(list((mask_dir / "train").glob("*.png"))) == n_train
     assert len(list((mask_dir / "val").glob("*.png"))) == 4
+    # check-mask on the streamed masks: one click per train image, accepted where the mask's IoU with
+    # the image's full-size label exceeds tau (recomputed here from the files)
+    cm = res["metrics"]["seg_checkmask"]
+    tau = preset("seg", profile="paper")["tau"]
+    train_info, train_samples = load_dataset("voc_aug", root, "train")
+    full = SegmentationDataset(train_info, train_samples)
+    n_acc = 0
+    for i, sid in enumerate(full.ids):
+        m = read_label(mask_dir / "train" / f"{sid}.png") == 1
+        lab = full[i]["label"].numpy()
+        keep, g = lab != 255, (lab != 0) & (lab != 255)
+        union = ((m & keep) | g).sum()
+        n_acc += bool((((m & keep) & g).sum() / union if union else 1.0) > tau)
+    assert cm["clicks"] == n_train and cm["accept_rate"] == pytest.approx(n_acc / n_train)
+    assert modes["checkmask"]["accepted_fingerprint"] == n_acc and 0 < n_acc < n_train  # both clicks occur
     # a second run loads every step (nothing retrained, the masks not recomputed) and gives the same table
     stamp = {p: p.stat().st_mtime_ns for p in (mask_dir / "train").glob("*.png")}
     assert main(argv) == 0
     again = json.loads((out / "reproduce_paper1.json").read_text())
-    assert not any(again["metrics"][k]["trained_now"] for k in ("classifier", "seg", "seg_tags", "seg_full"))
+    assert not any(again["metrics"][k]["trained_now"]
+                   for k in ("classifier", "seg", "seg_tags", "seg_full", "seg_checkmask"))
     assert [r["measured"] for r in again["rows"]] == [r["measured"] for r in res["rows"]]
     assert stamp == {p: p.stat().st_mtime_ns for p in (mask_dir / "train").glob("*.png")}
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from fixtures_real import build_voc_sized
+from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.core.io import write_masks
 from wsss_lib.core.metrics import ConfusionMatrix
 from wsss_lib.data.base import SegmentationDataset
 from wsss_lib.data.registry import load_dataset
@@ -17,6 +19,7 @@ from wsss_lib.engine.train import fit, is_streamed, preload
 from wsss_lib.models import SegNet, build_backbone
 from wsss_lib.ops.crf import CRFParams
 from wsss_lib.ops.losses import cross_entropy, fgbg_prior_loss
+from wsss_lib.papers.segmentation import train_segmentation
 
 
 def _blocks(h: int, w: int, block: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -125,3 +128,66 @@ def test_streamed_training_same_with_workers(voc, tmp_path):
                 progress=False, amp=False)
         hist.append(h["loss"])
     assert hist[0] == hist[1]
+
+
+def _train_with_masks(voc, tmp_path):
+    """voc_aug train streamed with 48-px crops and a folder of 0/1 masks (the true foreground)."""
+    info, samples = load_dataset("voc_aug", voc, "train")
+    plain = SegmentationDataset(info, samples)
+    labels = [plain[i]["label"].numpy() for i in range(len(plain))]
+    write_masks(tmp_path / "masks", plain.ids, [((lb != 0) & (lb != 255)).astype(np.uint8) for lb in labels])
+    ds = SegmentationDataset(info, samples, transform=JointTransform(crop=48, scale=(0.5, 1.0)),
+                             maps={"fg_mask": tmp_path / "masks"})
+    return ds, labels
+
+
+class TestPerSampleValues:
+    """Check-mask's ``accepted`` (one number per image) travels with each streamed sample."""
+
+    def test_values_follow_their_sample(self, voc, tmp_path):
+        ds, _ = _train_with_masks(voc, tmp_path)
+        acc = np.arange(len(ds)) % 2
+        with_acc = ds.with_extra(accepted=acc)
+        assert "accepted" not in ds[0] and ds.values == {}  # with_extra returns a new dataset
+        for i in range(len(ds)):
+            s = with_acc[(i, 7)]
+            assert s["accepted"].dtype == torch.float32 and float(s["accepted"]) == acc[i]
+            assert s["fg_mask"].shape == (48, 48)
+        sub = with_acc.subset([3, 0])
+        assert [float(sub[i]["accepted"]) for i in range(2)] == [acc[3], acc[0]]
+        # batched by DataLoader workers: (B,), in the order of the batch's indices
+        seen = []
+
+        def step(model, batch, device):
+            assert batch["accepted"].shape == (4,)
+            assert batch["accepted"].tolist() == [float(acc[i]) for i in batch["index"].tolist()]
+            seen.append(batch["index"].tolist())
+            return cross_entropy(model(batch["image"].to(device)), batch["label"].to(device))
+
+        fit(_tiny_segnet(), with_acc, step, steps=2, batch_size=4, lr=0.01, device="cpu", workers=2,
+            progress=False, amp=False)
+        assert len(seen) == 2
+
+    def test_wrong_length_raises(self, voc, tmp_path):
+        ds, _ = _train_with_masks(voc, tmp_path)
+        with pytest.raises(InvalidInputError, match="one per sample"):
+            ds.with_extra(accepted=[1.0, 0.0])
+
+    def test_rejected_images_get_no_mask_term(self, voc, tmp_path):
+        """Streamed check-mask training: with rejected='ignore' and every image rejected the loss is 0
+        and the weights do not move (Adam, no weight decay); with every image accepted they do."""
+        ds, _ = _train_with_masks(voc, tmp_path)
+        moved = {}
+        for name, acc in (("none", np.zeros(len(ds))), ("all", np.ones(len(ds)))):
+            model = _tiny_segnet()
+            before = [p.detach().clone() for p in model.parameters()]
+            h = train_segmentation(model, ds, "prior", accepted=acc, rejected="ignore", steps=2, batch_size=4,
+                                   lr=0.01, optimizer="adam", weight_decay=0.0, head_lr_mult=1.0, device="cpu",
+                                   progress=False, amp=False)
+            moved[name] = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
+            if name == "none":
+                assert h["loss"] == [0.0, 0.0]
+        assert moved["none"] == 0.0 and moved["all"] > 0.0
+        with pytest.raises(InvalidInputError, match="mode='prior' only"):
+            train_segmentation(_tiny_segnet(), ds, "tags", accepted=np.ones(len(ds)), steps=1, device="cpu",
+                               progress=False)

@@ -33,9 +33,10 @@ def register(sub) -> None:
                    help="multiply every training's steps (e.g. 0.1 for a trial run; default 1)")
     p.add_argument("--split", default="val", choices=["val", "test"],
                    help="paper 1's evaluation split (VOC: val; its test labels are not public)")
-    p.add_argument("--baselines", nargs="+", default=[], choices=["tags", "full"],
-                   help="paper 1: also train and score the same network from tags only and/or fully supervised "
-                        "(the upper bound), as rows of the table")
+    p.add_argument("--baselines", nargs="+", default=[], choices=["tags", "full", "checkmask"],
+                   help="paper 1: also train and score the same network from tags only, fully supervised "
+                        "(the upper bound) and/or with check-mask clicks (simulated from the train labels), "
+                        "as rows of the table")
     p.add_argument("--kinds", nargs="+", default=None,
                    help="paper 2: video models to train and score (default: the preset's, appearance two_stream; "
                         "also single_bg, full, two_stream_zero_flow, two_stream_shuffled_flow)")

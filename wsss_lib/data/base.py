@@ -12,6 +12,7 @@ Sample dict returned by :class:`SegmentationDataset` (``__getitem__``)::
     tags   float32 (C,) multi-hot over ``info.classes`` (C = len(classes), background ones included)
     index  int, id str, clip str ('' for still images), frame int (-1 for still images)
     <name> int64   (H, W) one per extra map folder (``maps={name: folder}``, e.g. ``fg_mask``)
+    <name> float32 scalar, one per per-sample value (``values={name: (N,)}``, e.g. ``accepted``)
 
 Real datasets are *streamed*: their images differ in size, so training crops them
 (:class:`~wsss_lib.data.transforms.JointTransform`, image and maps together) and evaluation reads
@@ -148,11 +149,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
     maps: ``{name: folder}``: extra per-sample label-like maps ``<folder>/<id>.png`` (e.g. paper 1's
         CRF fg/bg masks), returned as ``sample[name]`` int64 ``(H, W)`` and transformed with the
         image (a :class:`~wsss_lib.data.transforms.JointTransform` pads them with 255).
+    values: ``{name: (N,) numbers}``: one value per sample (e.g. check-mask's ``accepted``), returned
+        as ``sample[name]`` float32 scalar (a batch of them: ``(B,)``); see :meth:`with_extra`.
     """
 
     def __init__(self, info: DatasetInfo, samples: Sequence[Sample], size: tuple[int, int] | None = None,
                  transform: Callable | None = None, on_error: str = "raise",
-                 maps: dict[str, str | os.PathLike] | None = None):
+                 maps: dict[str, str | os.PathLike] | None = None,
+                 values: dict[str, Sequence[float]] | None = None):
         if on_error not in ("raise", "skip"):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if len(samples) == 0:
@@ -165,12 +169,24 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.maps = {k: Path(v) for k, v in (maps or {}).items()}
         if self.maps and transform is not None and not getattr(transform, "joint", False):
             raise InvalidInputError("extra maps need a joint transform (data.transforms.JointTransform)")
+        self.values = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(-1) for k, v in (values or {}).items()}
+        for k, v in self.values.items():
+            if v.shape[0] != len(self.samples):
+                raise InvalidInputError(f"values {k!r} has {v.shape[0]} entries, expected one per sample "
+                                        f"({len(self.samples)})")
         self.skipped: list[str] = []
 
     def subset(self, indices: Sequence[int]) -> "SegmentationDataset":
         """The same dataset restricted to ``indices`` (in that order)."""
-        return SegmentationDataset(self.info, [self.samples[int(i)] for i in indices], self.size, self.transform,
-                                   self.on_error, self.maps)
+        idx = [int(i) for i in indices]
+        return SegmentationDataset(self.info, [self.samples[i] for i in idx], self.size, self.transform,
+                                   self.on_error, self.maps, {k: v[idx] for k, v in self.values.items()})
+
+    def with_extra(self, **values) -> "SegmentationDataset":
+        """The same samples with more (or replaced) per-sample values ``name=(N,) numbers`` (the
+        streamed counterpart of :meth:`wsss_lib.engine.train.InMemoryDataset.with_extra`)."""
+        return SegmentationDataset(self.info, self.samples, self.size, self.transform, self.on_error, self.maps,
+                                   {**self.values, **values})
 
     @property
     def ids(self) -> list[str]:
@@ -259,4 +275,5 @@ class SegmentationDataset(torch.utils.data.Dataset):
         out = {"image": image, "label": label, "tags": t, "index": index, "id": s.id,
                "clip": s.clip, "frame": s.frame}
         out.update(zip(self.maps, extra))
+        out.update({k: v[index] for k, v in self.values.items()})
         return out

@@ -25,17 +25,24 @@ def simulate_checkmask(masks, labels, tau: float = 0.5, ignore_index: int = 255,
     annotator clicks the wrong button (0 = perfect annotator).
     Returns ``{"accepted": bool (N,), "iou": float (N,), "clicks": int, "accept_rate": float}``.
     """
-    if not 0.0 <= float(tau) <= 1.0:
-        raise InvalidInputError(f"tau must lie in [0, 1], got {tau}")
-    if not 0.0 <= float(noise) <= 1.0:
-        raise InvalidInputError(f"noise must lie in [0, 1], got {noise}")
     m = masks.cpu().numpy() if torch.is_tensor(masks) else np.asarray(masks)
     t = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
     if m.shape != t.shape or m.ndim != 3:
         raise InvalidInputError(f"masks and labels must both be (N, H, W); got {m.shape} and {t.shape}")
     if np.issubdtype(m.dtype, np.floating):
         m = m >= 0.5
-    iou = per_image_iou(m.astype(bool), t, ignore_index)
+    return checkmask_decisions(per_image_iou(m.astype(bool), t, ignore_index), tau, noise, seed)
+
+
+def checkmask_decisions(iou, tau: float = 0.5, noise: float = 0.0, seed: int = 0) -> dict:
+    """The annotator's clicks given each mask's IoU with the true foreground ``iou`` float ``(N,)``
+    in [0, 1] (computed image by image for data of varying sizes): accept when ``iou > tau``, a wrong
+    click with probability ``noise``. Returns the dict of :func:`simulate_checkmask`."""
+    if not 0.0 <= float(tau) <= 1.0:
+        raise InvalidInputError(f"tau must lie in [0, 1], got {tau}")
+    if not 0.0 <= float(noise) <= 1.0:
+        raise InvalidInputError(f"noise must lie in [0, 1], got {noise}")
+    iou = np.asarray(iou, dtype=np.float64).reshape(-1)
     accepted = iou > float(tau)
     if noise > 0:
         flip = np.random.default_rng(seed).random(len(accepted)) < noise

@@ -36,10 +36,10 @@ from ..engine.predict import evaluate_classifier, evaluate_segmentation_both, it
 from ..engine.shard import extract_masks_job
 from ..engine.train import InMemoryDataset, preload, train_classifier
 from ..models import SegNet, TagClassifier, build_backbone
-from ..ops.checkmask import simulate_checkmask
+from ..ops.checkmask import checkmask_decisions, simulate_checkmask
 from ..ops.crf import CRFParams
 from ..ops.masks import (cam_maps, choose_threshold, evaluate_masks, extract_masks, floor_mask, fuse_activations,
-                         refine_masks, threshold_counts)
+                         per_image_iou, refine_masks, threshold_counts)
 from .common import (TOY_DATASETS, complete_checkpoints, config_hash, dataset_split, load_or_train, profile,
                      scaled_steps, state_fingerprint)
 from .segmentation import train_segmentation
@@ -382,8 +382,6 @@ def get_segnet(ctx, name: str, mode: str, classifier, masks=None, accepted=None,
     clf_cfg = classifier_config(ctx)
     cfg = seg_config(ctx, mode, **overrides)
     if streamed(ctx):  # masks: the folder of the train masks' PNGs (its name holds their config hash)
-        if accepted is not None:
-            raise InvalidInputError("check-mask is not available on streamed (real) data yet")
         train = train_dataset(ctx, "seg", maps=None if masks is None else {"fg_mask": Path(masks)})
         if masks is not None:
             cfg["masks_fingerprint"] = Path(masks).parent.name
@@ -446,10 +444,19 @@ def train_masks(ctx, classifier, progress: bool = False) -> torch.Tensor:
     return torch.from_numpy(mp["crf"]["train"] >= 0.5).float()
 
 
-def checkmask_acceptance(ctx, masks: torch.Tensor, tau: float | None = None) -> dict:
-    """Simulated check-mask clicks on the train masks (:func:`wsss_lib.ops.checkmask.simulate_checkmask`)."""
+def checkmask_acceptance(ctx, masks, tau: float | None = None, progress: bool = False) -> dict:
+    """Simulated check-mask clicks on the train masks (:func:`wsss_lib.ops.checkmask.simulate_checkmask`):
+    ``masks`` (N, H, W) of the preloaded train split, or on streamed data the folder of their
+    ``<id>.png`` (0/1) files, each compared with its full-size label image by image."""
     tau = _preset(ctx, "seg")["tau"] if tau is None else tau
-    return simulate_checkmask(masks, load_split(ctx, "train").labels.long(), tau=tau)
+    train = load_split(ctx, "train")
+    if not streamed(ctx):
+        return simulate_checkmask(masks, train.labels.long(), tau=tau)
+    pairs = SegmentationDataset(train.info, train.samples, maps={"fg_mask": Path(masks)})
+    io = _preset(ctx, "seg").get("workers", 0)
+    iou = [per_image_iou(s["fg_mask"][None] == 1, s["label"][None], train.info.ignore_index)[0]
+           for s in iterate_samples(pairs, io_workers=io, progress=progress, desc="check-mask clicks")]
+    return checkmask_decisions(iou, tau=tau)
 
 
 def mode_steps(ctx, mode: str) -> int:
@@ -478,12 +485,10 @@ def seg_run(ctx, kind: str, classifier=None, pooling: str | None = None, name: s
         classifier, _ = get_tag_classifier(ctx, progress=progress)
     masks = accepted = None
     extra = {}
-    if kind == "checkmask" and streamed(ctx):
-        raise InvalidInputError("check-mask is not available on streamed (real) data yet; use prior, tags or full")
     if kind in ("prior", "checkmask"):
         masks = train_masks(ctx, classifier)
     if kind == "checkmask":
-        cm = checkmask_acceptance(ctx, masks, overrides.get("tau"))
+        cm = checkmask_acceptance(ctx, masks, overrides.get("tau"), progress=progress)
         accepted = torch.from_numpy(cm["accepted"].astype(np.float32))
         extra = {"clicks": cm["clicks"], "accept_rate": cm["accept_rate"]}
     if pooling is not None:
@@ -538,7 +543,8 @@ PAPER1_REPORTED = {"val_miou": 0.466, "test_miou": 0.480, "val_miou_checkmask": 
 
 
 REPRODUCE_BASELINES = {"tags": "segmentation (tags only, no prior) [baseline]",
-                       "full": "segmentation (fully supervised) [upper bound]"}
+                       "full": "segmentation (fully supervised) [upper bound]",
+                       "checkmask": "segmentation (fg/bg prior + check-mask, simulated annotator)"}
 
 
 def reproduce(ctx, pretrained: str | None = None, steps_scale: float = 1.0, progress: bool = True,
@@ -548,8 +554,10 @@ def reproduce(ctx, pretrained: str | None = None, steps_scale: float = 1.0, prog
     DeepLab-LargeFOV with the fg/bg prior loss -> evaluation on ``split`` without and with the
     test-time CRF. ``pretrained``: the classifier's ImageNet weights (a path or "imagenet"; None =
     the preset's). ``steps_scale`` multiplies every training's steps. ``baselines``: also train and
-    score the same network from tags only (``"tags"``) and fully supervised (``"full"``, the upper
-    bound), same schedule rule and evaluation, as rows of the table (``metrics["seg_<mode>"]``).
+    score the same network from tags only (``"tags"``), fully supervised (``"full"``, the upper
+    bound) and with the prior plus check-mask clicks (``"checkmask"``: the paper's extra supervision,
+    an annotator simulated from the train labels, ``tau`` of the "seg" preset), same schedule rule and
+    evaluation, as rows of the table (``metrics["seg_<mode>"]``).
 
     Returns ``{"rows": [{"step", "metric", "measured", "paper"}], "metrics": {...}, "seconds": {...}}``.
     """
@@ -597,15 +605,18 @@ def reproduce(ctx, pretrained: str | None = None, steps_scale: float = 1.0, prog
     for mode in baselines:
         t0 = time.time()
         m, binfo = seg_run(ctx, mode, clf, progress=progress,
-                           steps=scaled_steps(mode_steps(ctx, mode), steps_scale))
+                           steps=scaled_steps(mode_steps(ctx, "prior" if mode == "checkmask" else mode), steps_scale))
         r = evaluate_segnet(ctx, m, split, crf=True)
         seconds[f"seg_{mode}"] = time.time() - t0
         seg_cfgs[mode] = binfo["config"]
         metrics[f"seg_{mode}"] = {"miou": r["miou"], "miou_crf": r["miou_crf"], "iou": r["iou"], "iou_crf": r["iou_crf"],
-                                  "steps": binfo["config"]["steps"], "trained_now": binfo["trained"]}
+                                  "steps": binfo["config"]["steps"], "trained_now": binfo["trained"],
+                                  **binfo["checkmask"]}
+        ref_mode = PAPER1_REPORTED["val_miou_checkmask"] if mode == "checkmask" and split == "val" else None
         for suffix, key in (("", "miou"), (" + test-time CRF", "miou_crf")):
             rows.append({"step": REPRODUCE_BASELINES[mode] + suffix,
-                         "metric": f"{split.upper()} mIoU ({n} images, full size)", "measured": r[key], "paper": None})
+                         "metric": f"{split.upper()} mIoU ({n} images, full size)", "measured": r[key],
+                         "paper": ref_mode})
     return {"rows": rows, "metrics": metrics, "seconds": seconds,
             "config": {"dataset": ctx.dataset, "profile": profile(ctx), "quick": ctx.quick, "seed": ctx.seed,
                        "device": str(ctx.device), "steps_scale": steps_scale,

@@ -97,16 +97,20 @@ def train_segmentation(model: torch.nn.Module, dataset, mode: str = "prior", *, 
     A streamed dataset (real data, :func:`~wsss_lib.engine.train.is_streamed`) is not preloaded:
     its joint transform crops/flips image, label and (prior mode) its ``fg_mask`` map (a
     :class:`~wsss_lib.data.base.SegmentationDataset` with ``maps={"fg_mask": folder}``; ``masks``
-    must then be None; check-mask's ``accepted`` is not supported there); pass ``workers=`` for
-    DataLoader processes.
+    must then be None; check-mask's ``accepted`` (N,) travels with each sample, see
+    :meth:`~wsss_lib.data.base.SegmentationDataset.with_extra`); pass ``workers=`` for DataLoader processes.
     """
     if mode not in SEG_MODES:
         raise InvalidInputError(f"mode must be one of {SEG_MODES}, got {mode!r}")
     if is_streamed(dataset):
         if mode == "prior" and "fg_mask" not in getattr(dataset, "maps", {}):
             raise InvalidInputError("mode='prior' on a streamed dataset needs maps={'fg_mask': <folder of mask PNGs>}")
-        if masks is not None or accepted is not None:
-            raise InvalidInputError("a streamed dataset reads its masks from files (maps=); masks/accepted must be None")
+        if masks is not None:
+            raise InvalidInputError("a streamed dataset reads its masks from files (maps=); masks must be None")
+        if accepted is not None:
+            if mode != "prior":
+                raise InvalidInputError("accepted (check-mask) applies to mode='prior' only")
+            dataset = dataset.with_extra(accepted=np.asarray(accepted, dtype=np.float32).reshape(-1))
         fg_classes = dataset.info.foreground if fg_classes is None else fg_classes
         flip_in_transform = bool(getattr(dataset.transform, "flip", False))
         groups = head_groups(model, head_lr_mult)
