@@ -32,7 +32,7 @@ TINY = {
 def tiny(monkeypatch, tmp_path, patch_presets):
     patch_presets(TINY)
     monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
-    monkeypatch.setattr(S, "FLOW_GRID", ({}, {"dis_preset": 0}))
+    monkeypatch.setattr(S, "FLOW_GRID", ({}, {"dis_preset": 0}, {"method": "farneback", "levels": 2}))
     return tmp_path
 
 
@@ -68,10 +68,15 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
         assert ch["steps"]["chosen"][kind] == chosen_point(rows, ch["steps"]["tolerance"])[0]
     # the flow setting with the best moving-pixel AUROC on VAL, each computed into its own cache folder
     aucs = [r["val_moving_auc"] for r in ch["flow"]["grid"]]
-    assert [r["params"] for r in ch["flow"]["grid"]] == [{}, {"dis_preset": 0}] and all(0 <= a <= 1 for a in aucs)
+    assert [r["params"] for r in ch["flow"]["grid"]] == [{}, {"dis_preset": 0}, {"method": "farneback", "levels": 2}]
+    assert all(0 <= a <= 1 for a in aucs)
     assert ch["flow"]["best"] == ch["flow"]["grid"][aucs.index(max(aucs))]["params"]
-    assert ch["presets_agree"]["flow"] == (preset("flow", True)["params"] == ch["flow"]["best"])
-    assert len({p.parent for p in data.rglob("cache/flow/*/*/*.npz")}) == 2
+    best = dict(ch["flow"]["best"])
+    agree = best.pop("method", "dis") == preset("flow", True)["method"] and best == preset("flow", True)["params"]
+    assert ch["presets_agree"]["flow"] == agree
+    # each setting (the method included) is computed into its own cache folder
+    folders = {p.parent.name for p in data.rglob("cache/flow/*/*/*.npz")}
+    assert len(folders) == 3 and sum(f.startswith("farneback-") for f in folders) == 1, folders
     summary = json.loads((out / "study.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["n_images"] == 6  # 2 test clips x 3 frames
     names = {r["name"] for r in summary["comparisons"]}

@@ -53,7 +53,15 @@ STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600, 19200)
 # Farneback settings compared on VAL [ours]: the default (a 3-level pyramid sees ~8 px of motion) and
 # wider pyramids / windows for ToyStreets' camera pans of ~13 px per frame
 FLOW_GRID = ({}, {"levels": 5, "winsize": 15}, {"levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5},
-             {"levels": 4, "winsize": 31, "poly_n": 7, "poly_sigma": 1.5})
+             {"levels": 4, "winsize": 31, "poly_n": 7, "poly_sigma": 1.5},
+             {"method": "dis", "dis_preset": 0}, {"method": "dis", "dis_preset": 1}, {"method": "dis", "dis_preset": 2})
+
+
+def flow_setting(ctx, entry: dict) -> dict:
+    """A :data:`FLOW_GRID` entry as ``load_streets`` overrides ``{"method", "params"}``: its ``"method"``
+    (default: the "flow" preset's) and the rest as :class:`~wsss_lib.ops.flow.FlowParams` overrides."""
+    entry = dict(entry)
+    return {"method": entry.pop("method", preset("flow", ctx.quick)["method"]), "params": entry}
 
 
 def paper2_comparisons(info) -> list[Comparison]:
@@ -190,14 +198,15 @@ def paper2_items(info, kinds: Sequence[str] = STUDY_KINDS) -> list[ItemMean]:
 # ----------------------------------------------------------------------------- choices on VAL
 
 def choose_flow(ctx, grid: Sequence[dict] | None = None, progress: bool = True) -> dict:
-    """The flow setting (``grid`` of :class:`~wsss_lib.ops.flow.FlowParams` overrides, default
-    :data:`FLOW_GRID`) whose motion image best detects moving-class pixels on VAL: the AUROC of its
-    magnitude (:func:`~wsss_lib.papers.video.motion_statistics`; no training, so no seed).
+    """The flow method and setting (``grid`` of :class:`~wsss_lib.ops.flow.FlowParams` overrides, each
+    with an optional ``"method"``, see :func:`flow_setting`; default :data:`FLOW_GRID`) whose motion
+    image best detects moving-class pixels on VAL: the AUROC of its magnitude
+    (:func:`~wsss_lib.papers.video.motion_statistics`; no training, so no seed).
     Returns ``{"grid": [{"params", "val_moving_auc", "moving_mean", "static_mean"}], "best": params}``."""
     grid = FLOW_GRID if grid is None else grid
     rows = []
     for params in grid:
-        streets = P.load_streets(ctx, splits=("val",), progress=progress, params=dict(params))
+        streets = P.load_streets(ctx, splits=("val",), progress=progress, **flow_setting(ctx, params))
         st = motion_statistics(streets["data"]["val"], streets["info"])
         rows.append({"params": dict(params), "val_moving_auc": st["moving_auc"], "moving_mean": st["moving_mean"],
                      "static_mean": st["static_mean"]})
@@ -217,7 +226,7 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
     """
     steps_grid = STEPS_GRID if steps_grid is None else steps_grid
     flow = choose_flow(ctx, flow_grid, progress=progress)
-    streets = P.load_streets(ctx, progress=progress, params=flow["best"])
+    streets = P.load_streets(ctx, progress=progress, **flow_setting(ctx, flow["best"]))
     sup = P.video_supervision(ctx, kinds, streets, progress=progress)
     rows, chosen = [], {}
     for kind in kinds:
@@ -237,6 +246,7 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
     out = {"seed": ctx.seed, "quick": ctx.quick, "full_loss": cfg["full_loss"], "flow": flow,
            "steps": {"grid": rows, "chosen": chosen, "tolerance": tolerance},
            "presets_agree": {"steps": {k: v for k, v in cfg["kind_steps"].items() if k in chosen} == chosen,
-                             "flow": preset("flow", ctx.quick)["params"] == flow["best"]}}
+                             "flow": {k: preset("flow", ctx.quick)[k] for k in ("method", "params")}
+                             == flow_setting(ctx, flow["best"])}}
     atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
     return out
