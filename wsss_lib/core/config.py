@@ -100,7 +100,9 @@ PRESETS: dict[str, dict[str, dict]] = {
     "flow": {
         # OpenCV Farneback + (dx, dy, |f|) image, fixed scale, median (camera) motion removed [ours].
         # params: FlowParams overrides of the method (pyramid levels, window...), chosen on VAL by the
-        # moving-pixel AUROC of the motion image (`wsss study paper2 --choose`, FLOW_GRID) [ours]
+        # moving-pixel AUROC of the motion image (`wsss study paper2 --choose`, FLOW_GRID) [ours]. With the
+        # method in the grid VAL prefers DIS medium (0.827 vs 0.676): not switched yet, the 5-seed study's
+        # flow models would all retrain (README, paper 2's VAL choices)
         "default": {"method": "farneback", "params": {"levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5}, "max_flow": None, "normalisation": "fixed",
                     "subtract": "median"},
         "quick": {},
