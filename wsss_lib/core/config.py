@@ -98,12 +98,12 @@ PRESETS: dict[str, dict[str, dict]] = {
         "quick": {"n_explore": 8},
     },
     "flow": {
-        # OpenCV Farneback + (dx, dy, |f|) image, fixed scale, median (camera) motion removed [ours].
-        # params: FlowParams overrides of the method (pyramid levels, window...), chosen on VAL by the
-        # moving-pixel AUROC of the motion image (`wsss study paper2 --choose`, FLOW_GRID) [ours]. With the
-        # method in the grid VAL prefers DIS medium (0.827 vs 0.676): not switched yet, the 5-seed study's
-        # flow models would all retrain (README, paper 2's VAL choices)
-        "default": {"method": "farneback", "params": {"levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5}, "max_flow": None, "normalisation": "fixed",
+        # OpenCV DIS (preset 2, "medium") + (dx, dy, |f|) image, fixed scale, median (camera) motion removed
+        # [ours]. method and params (FlowParams overrides) chosen on VAL by the moving-pixel AUROC of the
+        # motion image (`wsss study paper2 --choose`, FLOW_GRID) [ours]: DIS ultrafast / fast / medium
+        # 0.715 / 0.754 / 0.827; Farneback 0.634 (3 levels, 11 px) / 0.639 / 0.675 / 0.676 (5 levels, 21 px,
+        # poly_n 7, sigma 1.5)
+        "default": {"method": "dis", "params": {"dis_preset": 2}, "max_flow": None, "normalisation": "fixed",
                     "subtract": "median"},
         "quick": {},
     },
@@ -115,7 +115,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         # foreground classes count) or "plain" [ours]. kind_steps: steps per kind chosen on VAL by
         # `wsss study paper2 --choose` (a kind missing here trains its base kind's entry, else "steps";
         # the motion controls train exactly like two_stream) [ours]. Seed 0, grid 300/600/.../19200 climbed
-        # while VAL rises, VAL mIoU: appearance 0.393/0.416/0.427/0.424, two_stream 0.401/0.425/0.421,
+        # while VAL rises, VAL mIoU: appearance 0.393/0.416/0.427/0.424, two_stream (DIS flow)
+        # 0.418/0.425/0.434/0.426 (with Farneback flow it was 0.401/0.425/0.421: 600 steps),
         # single_bg 0.167/0.155, full 0.666/0.740/0.779/0.805/0.825/0.844/0.848 (19200 within 0.005 of
         # 9600: full is converged at 9600 by the rule)
         "default": {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1],
@@ -124,7 +125,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1,
                     "steps": 300, "batch_size": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001,
                     "pooling": "mean", "absent_pooling": "max", "init_from_classifier": True,
-                    "full_loss": "balanced", "kind_steps": {"appearance": 1200, "two_stream": 600, "single_bg": 300, "full": 9600},
+                    "full_loss": "balanced", "kind_steps": {"appearance": 1200, "two_stream": 1200, "single_bg": 300, "full": 9600},
                     # single_bg's mask: conv4 + conv5 of the streets_fg_classifier [summary], CRF [ours]
                     "fgbg_layers": ["conv4", "conv5"], "fgbg_crf": True,
                     "kinds": ["appearance", "two_stream", "single_bg", "full"],
