@@ -206,34 +206,42 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def load_label(self, index: int, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """Label map int64 ``(H, W)`` of sample ``index`` (the dataset's ``label_map`` applied, values in
+        ``[0, num_classes)`` or ``ignore_index``), checked against the image ``shape`` when given; ``None``
+        for a sample without a label. Reads the label file only."""
+        s = self.samples[index]
+        if s.label is None:
+            return None
+        lab = read_label(s.label)
+        if self.info.label_map is not None:
+            lut = np.asarray(self.info.label_map)
+            if lab.size and int(lab.max()) >= len(lut):
+                raise CorruptFileError(
+                    f"label {s.label} has value {int(lab.max())} beyond the {len(lut)}-entry label map of "
+                    f"dataset {self.info.name!r}"
+                )
+            lab = lut[lab]
+        if shape is not None and lab.shape != tuple(shape):
+            raise CorruptFileError(
+                f"label {s.label} is {lab.shape[1]}x{lab.shape[0]} but its image {s.image} is "
+                f"{shape[1]}x{shape[0]}"
+            )
+        bad = (lab != self.info.ignore_index) & ((lab < 0) | (lab >= self.info.num_classes))
+        if bad.any():
+            vals = np.unique(lab[bad])[:8].tolist()
+            raise CorruptFileError(
+                f"label {s.label} has values {vals} outside [0, {self.info.num_classes}) that are not the "
+                f"ignore value {self.info.ignore_index}"
+            )
+        return lab.astype(np.int64)
+
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Raw ``(image uint8 (H, W, 3), label (H, W), tags)`` for one sample, validated."""
         s = self.samples[index]
         img = read_image(s.image)
-        if s.label is not None:
-            lab = read_label(s.label)
-            if self.info.label_map is not None:
-                lut = np.asarray(self.info.label_map)
-                if lab.size and int(lab.max()) >= len(lut):
-                    raise CorruptFileError(
-                        f"label {s.label} has value {int(lab.max())} beyond the {len(lut)}-entry label map of "
-                        f"dataset {self.info.name!r}"
-                    )
-                lab = lut[lab]
-            if lab.shape != img.shape[:2]:
-                raise CorruptFileError(
-                    f"label {s.label} is {lab.shape[1]}x{lab.shape[0]} but its image {s.image} is "
-                    f"{img.shape[1]}x{img.shape[0]}"
-                )
-            bad = (lab != self.info.ignore_index) & ((lab < 0) | (lab >= self.info.num_classes))
-            if bad.any():
-                vals = np.unique(lab[bad])[:8].tolist()
-                raise CorruptFileError(
-                    f"label {s.label} has values {vals} outside [0, {self.info.num_classes}) that are not the "
-                    f"ignore value {self.info.ignore_index}"
-                )
-            lab = lab.astype(np.int64)
-        else:
+        lab = self.load_label(index, img.shape[:2])
+        if lab is None:
             lab = np.full(img.shape[:2], self.info.ignore_index, dtype=np.int64)
         tags = s.tags if s.tags is not None else tags_from_label(lab, self.info.num_classes, self.info.ignore_index)
         return img, lab, tags

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..core.checkpoint import load_checkpoint, save_checkpoint
 from ..core.config import preset
@@ -453,10 +454,17 @@ def checkmask_acceptance(ctx, masks, tau: float | None = None, progress: bool = 
     if not streamed(ctx):
         return simulate_checkmask(masks, train.labels.long(), tau=tau)
     pairs = SegmentationDataset(train.info, train.samples, maps={"fg_mask": Path(masks)})
-    io = _preset(ctx, "seg").get("workers", 0)
-    iou = [per_image_iou(s["fg_mask"][None] == 1, s["label"][None], train.info.ignore_index)[0]
-           for s in iterate_samples(pairs, io_workers=io, progress=progress, desc="check-mask clicks")]
-    return checkmask_decisions(iou, tau=tau)
+
+    def iou(i):  # reads the label and the mask only, not the image
+        lab = pairs.load_label(i)
+        if lab is None:
+            raise InvalidInputError(f"check-mask needs train labels; {pairs.samples[i].id} has none")
+        m = torch.from_numpy(pairs.load_map("fg_mask", i, lab.shape))
+        return per_image_iou(m[None] == 1, torch.from_numpy(lab)[None], train.info.ignore_index)[0]
+
+    idx = range(len(pairs))
+    return checkmask_decisions([iou(i) for i in (tqdm(idx, desc="check-mask clicks", leave=False)
+                                                  if progress else idx)], tau=tau)
 
 
 def mode_steps(ctx, mode: str) -> int:
