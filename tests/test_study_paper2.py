@@ -12,6 +12,7 @@ from study_checks import assert_study_resumes
 from wsss_lib.cli import main
 from wsss_lib.core.config import preset
 from wsss_lib.core.errors import InvalidInputError
+from wsss_lib.data.toy_streets import toy_streets_info
 from wsss_lib.papers import paper2 as P
 from wsss_lib.papers import study_paper2 as S
 from wsss_lib.papers.common import chosen_point, climb_steps_grid, make_context
@@ -66,6 +67,16 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
         rows = {(r["steps"], None): r["val_miou"] for r in ch["steps"]["grid"] if r["kind"] == kind}
         assert climb_steps_grid((2, 4), lambda n, c: rows[(n, c)], tolerance=ch["steps"]["tolerance"]) == rows
         assert ch["steps"]["chosen"][kind] == chosen_point(rows, ch["steps"]["tolerance"])[0]
+    # the heatmap classifier's steps: climbed while its VAL regions' mIoU rises, the fewest within tolerance
+    clf = ch["classifier"]
+    regions = {(r["steps"], None): r["val_regions_miou"] for r in clf["grid"]}
+    assert climb_steps_grid((2, 4), lambda n, c: regions[(n, c)], tolerance=clf["tolerance"]) == regions
+    assert clf["chosen"] == chosen_point(regions, clf["tolerance"])[0]
+    assert all(0 <= r["val_map"] <= 1 and set(r["val_heatmap_auc"]) == set(toy_streets_info().classes)
+               for r in clf["grid"])
+    assert ch["presets_agree"]["classifier_steps"] is (clf["chosen"] == TINY["streets_classifier"]["steps"])
+    assert {f"streets_classifier_steps{r['steps']}.pt" for r in clf["grid"]} <= {
+        p.name for p in (out / "seed_0" / "checkpoints").glob("streets_classifier_steps*.pt")}
     # the flow setting with the best moving-pixel AUROC on VAL, each computed into its own cache folder
     aucs = [r["val_moving_auc"] for r in ch["flow"]["grid"]]
     assert [r["params"] for r in ch["flow"]["grid"]] == [{}, {"dis_preset": 0}, {"method": "farneback", "levels": 2}]

@@ -174,16 +174,16 @@ def _data_id(streets: dict, flow: bool = False) -> dict:
     return out
 
 
-def get_classifier(ctx, streets: dict, progress: bool = True, **overrides):
-    """The multi-label tag classifier over all classes (``streets_classifier`` preset): loaded from
-    ``checkpoints/streets_classifier.pt`` when its config matches, else trained. Returns
+def get_classifier(ctx, streets: dict, progress: bool = True, tag: str = "streets_classifier", **overrides):
+    """The multi-label tag classifier over all classes (``streets_classifier`` preset + ``overrides``):
+    loaded from ``checkpoints/<tag>.pt`` when its config matches, else trained. Returns
     ``(classifier, info_dict)`` with tag mAP/accuracy on the test split."""
     cfg = _preset(ctx, "streets_classifier", **overrides)
     info = streets["info"]
     clf = build_heatmap_classifier(info.num_classes, backbone=cfg["backbone"], last_stage=cfg["last_stage"],
                                    pooling=cfg["pooling"], lse_r=cfg["lse_r"], hidden=cfg["hidden"],
                                    dropout=cfg["dropout"], **backbone_kwargs(cfg))
-    path = ctx.checkpoints / "streets_classifier.pt"
+    path = ctx.checkpoints / f"{tag}.pt"
     config = {"classifier": cfg, "data": _data_id(streets), "seed": ctx.seed}
 
     def fit_it():

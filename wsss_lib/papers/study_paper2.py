@@ -32,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..core.config import preset
@@ -39,6 +40,7 @@ from ..core.errors import InvalidInputError
 from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.metrics import per_image_confusion
 from ..data.toy_streets import toy_streets_info
+from ..engine.predict import evaluate_classifier
 from . import paper2 as P
 from .common import chosen_point, climb_steps_grid
 from .study import Comparison, ItemMean, run_study
@@ -50,10 +52,13 @@ STUDY_KINDS = KINDS
 # kinds whose steps are chosen on VAL (the controls train exactly like two_stream)
 CHOOSE_KINDS = ("appearance", "two_stream", "single_bg", "full")
 STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600, 19200)
-# Farneback settings compared on VAL [ours]: the default (a 3-level pyramid sees ~8 px of motion) and
-# wider pyramids / windows for ToyStreets' camera pans of ~13 px per frame
-FLOW_GRID = ({}, {"levels": 5, "winsize": 15}, {"levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5},
-             {"levels": 4, "winsize": 31, "poly_n": 7, "poly_sigma": 1.5},
+# flow settings compared on VAL [ours]: Farneback's OpenCV-like default (a 3-level pyramid sees ~8 px of
+# motion), wider pyramids / windows for ToyStreets' camera pans of ~13 px per frame, and OpenCV DIS at its
+# presets 0 / 1 / 2 (ultrafast / fast / medium)
+_FB = "farneback"
+FLOW_GRID = ({"method": _FB}, {"method": _FB, "levels": 5, "winsize": 15},
+             {"method": _FB, "levels": 5, "winsize": 21, "poly_n": 7, "poly_sigma": 1.5},
+             {"method": _FB, "levels": 4, "winsize": 31, "poly_n": 7, "poly_sigma": 1.5},
              {"method": "dis", "dis_preset": 0}, {"method": "dis", "dis_preset": 1}, {"method": "dis", "dis_preset": 2})
 
 
@@ -213,11 +218,41 @@ def choose_flow(ctx, grid: Sequence[dict] | None = None, progress: bool = True) 
     return {"grid": rows, "best": max(rows, key=lambda r: r["val_moving_auc"])["params"]}
 
 
+def choose_classifier(ctx, streets: dict, steps_grid: Sequence[int] | None = None, tolerance: float = 0.005,
+                      progress: bool = True) -> dict:
+    """The heatmap classifier's training steps on VAL: ``steps_grid`` (checkpoint
+    ``streets_classifier_steps<n>``) climbed while the VAL mIoU of its heatmap regions (what the weak
+    video models train from, :func:`~wsss_lib.papers.paper2.get_regions` with the ``heatmaps`` preset)
+    rises; the fewest steps within ``tolerance`` of the best. Also recorded per point: tag mAP and the
+    per-class heatmap AUC (mean over VAL images). Returns ``{"grid": [...], "chosen": n, "tolerance"}``."""
+    steps_grid = STEPS_GRID if steps_grid is None else steps_grid
+    names = list(streets["info"].classes)
+    rows = []
+
+    def score(n, _):
+        clf, info = P.get_classifier(ctx, streets, progress=progress, tag=f"streets_classifier_steps{n}", steps=n)
+        ev = evaluate_classifier(clf, streets["data"]["val"], device=ctx.device)
+        auc = P.heatmap_localisation(ctx, clf, streets, "val")  # (N, C), NaN where a class is absent
+        present = (~np.isnan(auc)).sum(0)
+        auc = [float(np.nansum(auc[:, c]) / present[c]) if present[c] else None for c in range(auc.shape[1])]
+        reg = P.get_regions(ctx, clf, streets, "val", progress=progress)["scores"]
+        rows.append({"steps": n, "val_regions_miou": reg["miou"], "val_map": ev["map"],
+                     "val_heatmap_auc": dict(zip(names, auc)), "train_loss": info["loss"],
+                     "seconds": info["seconds"]})
+        return reg["miou"]
+
+    chosen = chosen_point(climb_steps_grid(steps_grid, score, tolerance=tolerance), tolerance)[0]
+    return {"grid": rows, "chosen": chosen, "tolerance": tolerance}
+
+
 def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence[int] | None = None,
                   tolerance: float = 0.005, flow_grid: Sequence[dict] | None = None, progress: bool = True) -> dict:
     """The VAL choices of paper 2 (seed of ``ctx``), written to ``<out>/choices.json``:
 
     * ``flow``: the flow setting of :func:`choose_flow` (motion AUROC on VAL), used for what follows;
+    * ``classifier``: the heatmap classifier's steps (:func:`choose_classifier`, VAL regions mIoU); the
+      video models below train from the preset's classifier (``presets_agree.classifier_steps`` says
+      whether the two agree);
     * ``steps``: per kind, the fewest steps of ``steps_grid`` (each a full poly schedule, checkpoint
       ``video_<kind>_steps<n>``) whose VAL mIoU is within ``tolerance`` of the best -- where VAL mIoU
       stops improving; the grid is climbed only while VAL mIoU rises
@@ -227,6 +262,7 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
     steps_grid = STEPS_GRID if steps_grid is None else steps_grid
     flow = choose_flow(ctx, flow_grid, progress=progress)
     streets = P.load_streets(ctx, progress=progress, **flow_setting(ctx, flow["best"]))
+    classifier = choose_classifier(ctx, streets, steps_grid, tolerance, progress=progress)
     sup = P.video_supervision(ctx, kinds, streets, progress=progress)
     rows, chosen = [], {}
     for kind in kinds:
@@ -243,9 +279,11 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
 
         chosen[kind] = chosen_point(climb_steps_grid(steps_grid, score, tolerance=tolerance), tolerance)[0]
     cfg = preset("video_seg", ctx.quick)
-    out = {"seed": ctx.seed, "quick": ctx.quick, "full_loss": cfg["full_loss"], "flow": flow,
+    out = {"seed": ctx.seed, "quick": ctx.quick, "full_loss": cfg["full_loss"], "flow": flow, "classifier": classifier,
            "steps": {"grid": rows, "chosen": chosen, "tolerance": tolerance},
            "presets_agree": {"steps": {k: v for k, v in cfg["kind_steps"].items() if k in chosen} == chosen,
+                             "classifier_steps": preset("streets_classifier", ctx.quick)["steps"]
+                             == classifier["chosen"],
                              "flow": {k: preset("flow", ctx.quick)[k] for k in ("method", "params")}
                              == flow_setting(ctx, flow["best"])}}
     atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
