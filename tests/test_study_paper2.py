@@ -148,3 +148,12 @@ def test_kind_steps_resolution():
     assert P.kind_steps(cfg, "full") == 30 and P.kind_steps(cfg, "appearance") == 10
     assert P.kind_steps(cfg, "two_stream_zero_flow") == 20 == P.kind_steps(cfg, "two_stream_shuffled_flow")
     assert P.kind_steps(cfg, "full", {"steps": 5}) == 5
+
+
+def test_flow_grid_names_every_method():
+    """Each VAL flow setting names its method: an entry without one would follow the preset's method, so
+    a preset switch (Farneback -> DIS) would silently turn the Farneback settings into DIS runs."""
+    assert all(e.get("method") in ("farneback", "dis") for e in S.FLOW_GRID)
+    ctx = make_context(quick=True, dataset="toy_streets")
+    assert [S.flow_setting(ctx, e)["method"] for e in S.FLOW_GRID] == [e["method"] for e in S.FLOW_GRID]
+    assert {"method": "dis", "dis_preset": 2} in S.FLOW_GRID  # the preset's setting is among the compared
