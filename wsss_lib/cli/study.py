@@ -28,6 +28,11 @@ def register(sub) -> None:
                    help="paper1: also the check-mask sweep (tau, annotator noise, mask quality) on the same seeds")
     p.add_argument("--masks-only", action="store_true",
                    help="paper1: only the fg/bg mask comparisons (no segmentation nets) -> <out>/mask_study.md")
+    p.add_argument("--seed-ids", type=int, nargs="+", default=None,
+                   help="run only these seeds (e.g. to split a study over processes; default 0..N-1 of --seeds)")
+    p.add_argument("--kinds", nargs="+", default=None,
+                   help="paper2: only these video model kinds (default: every compared kind); --choose then "
+                        "chooses the steps of those among them that are chosen on VAL")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     p.set_defaults(func=cmd_study)
@@ -43,9 +48,18 @@ def cmd_study(args) -> int:
         from ..papers.study_paper2 import choose_paper2 as choose, paper2_study as study  # lazy: `wsss --help` and other commands do not load every pipeline
     dataset = args.dataset or DEFAULT_DATASET[args.paper]
     out = args.out or str(default_study_dir(args.paper, args.quick))
+    study_kw, choose_kw = {}, {}
+    if args.kinds and args.paper == "paper2":
+        from ..papers.study_paper2 import CHOOSE_KINDS  # lazy: `wsss --help` and other commands do not load every pipeline
+
+        study_kw["kinds"] = tuple(args.kinds)
+        choose_kw["kinds"] = tuple(k for k in CHOOSE_KINDS if k in args.kinds)
+    elif args.kinds:
+        print("wsss: --kinds is for paper2", file=sys.stderr)
+        return 2
     if args.choose or args.choose_only:
         ctx = make_context(args.data_root, f"{out}/seed_0", args.device, args.quick, 0, dataset, name="study")
-        ch = choose(ctx, progress=args.progress)
+        ch = choose(ctx, progress=args.progress, **choose_kw)
         what = f"CRF {ch['crf']['best']}, " if "crf" in ch else ""
         print(f"VAL choices -> {ctx.out}/choices.json: {what}steps {ch['steps']['chosen']}")
         for name, ok in ch["presets_agree"].items():
@@ -55,13 +69,14 @@ def cmd_study(args) -> int:
         if args.choose_only:
             return 0
     extra = {"masks_only": True} if args.masks_only and args.paper == "paper1" else {}
-    summary = study(out, range(args.seeds), args.quick, args.device, args.data_root, dataset,
-                    progress=args.progress, n_resamples=args.resamples, **extra)
+    seeds = args.seed_ids if args.seed_ids is not None else range(args.seeds)
+    summary = study(out, seeds, args.quick, args.device, args.data_root, dataset,
+                    progress=args.progress, n_resamples=args.resamples, **extra, **study_kw)
     print(f"{out}/{'mask_study' if extra else 'study'}.md ({len(summary['seeds'])} seeds, {summary['wall_seconds'] / 60:.1f} min)")
     if args.checkmask and args.paper == "paper1":
         from ..papers.study_paper1 import checkmask_study  # lazy: `wsss --help` and other commands do not load every pipeline
 
-        cm = checkmask_study(out, range(args.seeds), args.quick, args.device, args.data_root, dataset,
+        cm = checkmask_study(out, seeds, args.quick, args.device, args.data_root, dataset,
                              progress=args.progress, n_resamples=args.resamples)
         print(f"{out}/checkmask_study.md ({len(cm['seeds'])} seeds, {cm['wall_seconds'] / 60:.1f} min)")
     return 0

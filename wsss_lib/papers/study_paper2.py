@@ -202,6 +202,13 @@ def paper2_items(info, kinds: Sequence[str] = STUDY_KINDS) -> list[ItemMean]:
 
 # ----------------------------------------------------------------------------- choices on VAL
 
+def grid_tag(name: str, steps: int, preset_steps: int) -> str:
+    """Checkpoint name of a steps-grid point: ``<name>`` (the one the study and the notebooks load) when
+    ``steps`` is the preset's, else ``<name>_steps<n>`` -- so the VAL grid's preset point is not trained
+    twice."""
+    return name if int(steps) == int(preset_steps) else f"{name}_steps{int(steps)}"
+
+
 def choose_flow(ctx, grid: Sequence[dict] | None = None, progress: bool = True) -> dict:
     """The flow method and setting (``grid`` of :class:`~wsss_lib.ops.flow.FlowParams` overrides, each
     with an optional ``"method"``, see :func:`flow_setting`; default :data:`FLOW_GRID`) whose motion
@@ -229,8 +236,11 @@ def choose_classifier(ctx, streets: dict, steps_grid: Sequence[int] | None = Non
     names = list(streets["info"].classes)
     rows = []
 
+    preset_steps = P._preset(ctx, "streets_classifier")["steps"]
+
     def score(n, _):
-        clf, info = P.get_classifier(ctx, streets, progress=progress, tag=f"streets_classifier_steps{n}", steps=n)
+        clf, info = P.get_classifier(ctx, streets, progress=progress, steps=n,
+                                     tag=grid_tag("streets_classifier", n, preset_steps))
         ev = evaluate_classifier(clf, streets["data"]["val"], device=ctx.device)
         auc = P.heatmap_localisation(ctx, clf, streets, "val")  # (N, C), NaN where a class is absent
         present = (~np.isnan(auc)).sum(0)
@@ -269,8 +279,8 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
         lm = sup["fgbg"]["label_map"] if kind == "single_bg" else None
 
         def score(n, _, kind=kind, lm=lm):
-            model, hist = P.train_kind(ctx, kind, streets, sup, progress=progress, tag=f"video_{kind}_steps{n}",
-                                       steps=n)
+            tag = grid_tag(f"video_{kind}", n, P.kind_steps(P._preset(ctx, "video_seg"), kind))
+            model, hist = P.train_kind(ctx, kind, streets, sup, progress=progress, tag=tag, steps=n)
             ev = P.evaluate_model(ctx, kind, model, streets, split="val", label_map=lm)
             rows.append({"kind": kind, "steps": n, "val_miou": ev["miou"], "val_bg_miou": ev["bg_miou"],
                          "val_fg_miou": ev["fg_miou"], "val_moving_miou": ev["moving_miou"],
