@@ -32,7 +32,7 @@ TINY = {
 @pytest.fixture()
 def tiny(monkeypatch, tmp_path, patch_presets):
     patch_presets(TINY)
-    monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
+    monkeypatch.setattr(S, "STEPS_GRID", (2, 3))  # 3: the presets' steps, so the grid's preset point is reused
     monkeypatch.setattr(S, "FLOW_GRID", ({}, {"dis_preset": 0}, {"method": "farneback", "levels": 2}))
     return tmp_path
 
@@ -61,22 +61,26 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     assert main(argv) == 0
     ch = json.loads((out / "seed_0" / "choices.json").read_text())
     assert set(ch["steps"]["chosen"]) == set(S.CHOOSE_KINDS)
-    assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
+    assert all(v in (2, 3) for v in ch["steps"]["chosen"].values())
     assert ch["full_loss"] == "balanced"
     for kind in S.CHOOSE_KINDS:  # the grid climbed while VAL rises, then the fewest steps within tolerance
         rows = {(r["steps"], None): r["val_miou"] for r in ch["steps"]["grid"] if r["kind"] == kind}
-        assert climb_steps_grid((2, 4), lambda n, c: rows[(n, c)], tolerance=ch["steps"]["tolerance"]) == rows
+        assert climb_steps_grid((2, 3), lambda n, c: rows[(n, c)], tolerance=ch["steps"]["tolerance"]) == rows
         assert ch["steps"]["chosen"][kind] == chosen_point(rows, ch["steps"]["tolerance"])[0]
     # the heatmap classifier's steps: climbed while its VAL regions' mIoU rises, the fewest within tolerance
     clf = ch["classifier"]
     regions = {(r["steps"], None): r["val_regions_miou"] for r in clf["grid"]}
-    assert climb_steps_grid((2, 4), lambda n, c: regions[(n, c)], tolerance=clf["tolerance"]) == regions
+    assert climb_steps_grid((2, 3), lambda n, c: regions[(n, c)], tolerance=clf["tolerance"]) == regions
     assert clf["chosen"] == chosen_point(regions, clf["tolerance"])[0]
     assert all(0 <= r["val_map"] <= 1 and set(r["val_heatmap_auc"]) == set(toy_streets_info().classes)
                for r in clf["grid"])
     assert ch["presets_agree"]["classifier_steps"] is (clf["chosen"] == TINY["streets_classifier"]["steps"])
-    assert {f"streets_classifier_steps{r['steps']}.pt" for r in clf["grid"]} <= {
-        p.name for p in (out / "seed_0" / "checkpoints").glob("streets_classifier_steps*.pt")}
+    # a grid point off the presets has its own checkpoint; the presets' point IS the preset checkpoint
+    # (trained once: the study's seed 0 loads it, see the training times below)
+    ck = out / "seed_0" / "checkpoints"
+    assert {p.name for p in ck.glob("streets_classifier*.pt")} == {"streets_classifier_steps2.pt",
+                                                                    "streets_classifier.pt"}
+    assert {p.name for p in ck.glob("video_appearance*.pt")} == {"video_appearance_steps2.pt", "video_appearance.pt"}
     # the flow setting with the best moving-pixel AUROC on VAL, each computed into its own cache folder
     aucs = [r["val_moving_auc"] for r in ch["flow"]["grid"]]
     assert [r["params"] for r in ch["flow"]["grid"]] == [{}, {"dis_preset": 0}, {"method": "farneback", "levels": 2}]
@@ -117,8 +121,12 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     assert meta["heatmap_auc_val"].shape == (6, 8)  # 2 VAL clips x 3 frames, 8 classes
     assert meta["fg_classifier"]["last_stage"] == "conv5" and meta["full_class_weights"][0] > 0
     assert all(meta["kinds"][k]["steps"] == 3 for k in KINDS)  # preset steps (kind_steps empty)
+    # the chosen kinds' grid point at the presets' steps was loaded (0 s), not retrained; the controls trained
+    # (two_stream's grid ran on the VAL-chosen flow: reused only when the presets' flow is that one)
+    assert all(meta["kinds"][k]["seconds"] == 0.0 for k in ("appearance", "single_bg", "full"))
+    assert (meta["kinds"]["two_stream"]["seconds"] == 0.0) is ch["presets_agree"]["flow"]
+    assert all(meta["kinds"][k]["seconds"] > 0 for k in FLOW_CONTROLS)
     # the single-bg model was trained from paper 1's foreground classifier, in its own checkpoint
-    ck = out / "seed_0" / "checkpoints"
     assert (ck / "streets_fg_classifier.pt").is_file()
     st = torch.load(ck / "video_single_bg.pt", weights_only=False)
     assert st["config"]["supervision"]["classifier"] == "streets_fg_classifier"
@@ -141,6 +149,23 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     fg_clf, fg_info = P.get_fg_classifier(ctx, streets, progress=False)
     assert fg_clf.num_classes == len(streets["info"].foreground) and fg_info["last_stage"] == "conv5"
     assert not isinstance(fg_clf.backbone.stages["conv5"], torch.nn.Identity)
+
+
+def test_study_cli_paper2_kinds_and_seed_ids(tiny):
+    """``--kinds`` trains and scores only those kinds (the table keeps the comparisons among them);
+    ``--seed-ids`` runs only those seeds, so a study can be split over processes."""
+    out = tiny / "study"
+    argv = ["study", "paper2", "--out", str(out), "--data-root", str(tiny / "data"), "--device", "cpu", "--quick",
+            "--resamples", "50", "--no-progress", "--kinds", "appearance", "two_stream"]
+    assert main([*argv, "--seed-ids", "1"]) == 0
+    assert not (out / "seed_0").exists()
+    scores = torch.load(out / "seed_1" / "scores.pt", weights_only=False)
+    assert set(scores["conf"]) == {"video/appearance", "video/two_stream"}
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["seeds"] == [1]
+    assert {r["name"] for r in summary["comparisons"]} == {"two-stream - appearance, moving classes",
+                                                           "two-stream - appearance, all classes"}
+    assert main(["study", "paper1", "--out", str(out), "--kinds", "full"]) == 2  # paper 2 only
 
 
 def test_kind_steps_resolution():
