@@ -117,17 +117,17 @@ PRESETS: dict[str, dict[str, dict]] = {
         # foreground classes count) or "plain" [ours]. kind_steps: steps per kind chosen on VAL by
         # `wsss study paper2 --choose` (a kind missing here trains its base kind's entry, else "steps";
         # the motion controls train exactly like two_stream) [ours]. Seed 0, grid 300/600/.../19200 climbed
-        # while VAL rises, VAL mIoU: appearance 0.393/0.416/0.427/0.424, two_stream (DIS flow)
-        # 0.418/0.425/0.434/0.426 (with Farneback flow it was 0.401/0.425/0.421: 600 steps),
-        # single_bg 0.167/0.155, full 0.666/0.740/0.779/0.805/0.825/0.844/0.848 (19200 within 0.005 of
-        # 9600: full is converged at 9600 by the rule)
+        # while VAL rises, VAL mIoU (heatmap classifier of 1200 steps, DIS flow): appearance
+        # 0.545/0.610/0.642/0.650/0.639, two_stream 0.597/0.635/0.642/0.646 (2400 within 0.005 of 1200),
+        # single_bg 0.167/0.159; full (no classifier, no flow) 0.666/0.740/0.779/0.805/0.825/0.844/0.848
+        # (19200 within 0.005 of 9600: full is converged at 9600 by the rule)
         "default": {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1],
                     "output_stride": 8, "head": "largefov", "head_width": 128,
                     "head_dilation": 4, "dropout": 0.3, "motion_widths": [8, 16, 32, 32, 32],
                     "motion_depths": [1, 1, 1, 1, 1], "fuse_stage": "conv3", "late_fusion": "sum", "fusion_kernel": 1,
                     "steps": 300, "batch_size": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0001,
                     "pooling": "mean", "absent_pooling": "max", "init_from_classifier": True,
-                    "full_loss": "balanced", "kind_steps": {"appearance": 1200, "two_stream": 1200, "single_bg": 300, "full": 9600},
+                    "full_loss": "balanced", "kind_steps": {"appearance": 2400, "two_stream": 1200, "single_bg": 300, "full": 9600},
                     # single_bg's mask: conv4 + conv5 of the streets_fg_classifier [summary], CRF [ours]
                     "fgbg_layers": ["conv4", "conv5"], "fgbg_crf": True,
                     "kinds": ["appearance", "two_stream", "single_bg", "full"],
