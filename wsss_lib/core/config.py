@@ -79,7 +79,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "streets_classifier": {
         # multi-label classifier over ALL classes (bg included) [summary]; SmallVGG from scratch whose
         # score maps come from conv3 (local receptive field, ~26 px) and LSE pooling [ours]. steps: VAL
-        # (`wsss study paper2 --choose`, regions mIoU 0.320/0.672/0.834/0.837 at 300/600/1200/2400): 1200
+        # (`wsss study paper2 --choose`, regions mIoU 0.316/0.615/0.834/0.827 at 300/600/1200/2400): 1200
         # (the single-bg baseline's streets_fg_classifier shares the schedule: the same care for both)
         "default": {"backbone": "small_vgg", "widths": [16, 32, 64, 64, 64], "depths": [1, 1, 2, 1, 1],
                     "last_stage": "conv3", "pooling": "lse", "lse_r": 5.0, "hidden": 64, "dropout": 0.0, "steps": 1200, "batch_size": 16,
