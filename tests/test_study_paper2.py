@@ -81,6 +81,15 @@ def test_study_cli_paper2_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     assert {p.name for p in ck.glob("streets_classifier*.pt")} == {"streets_classifier_steps2.pt",
                                                                     "streets_classifier.pt"}
     assert {p.name for p in ck.glob("video_appearance*.pt")} == {"video_appearance_steps2.pt", "video_appearance.pt"}
+    # the single-bg baseline's classifier gets the same care: its steps climbed on VAL by fg/bg mask IoU
+    fgc = ch["fg_classifier"]
+    masks_iou = {(r["steps"], None): r["val_mask_iou"] for r in fgc["grid"]}
+    assert climb_steps_grid((2, 3), lambda n, c: masks_iou[(n, c)], tolerance=fgc["tolerance"]) == masks_iou
+    assert fgc["chosen"] == chosen_point(masks_iou, fgc["tolerance"])[0]
+    assert all(0 <= r["val_mask_iou"] <= 1 and 0 <= r["val_map"] <= 1 for r in fgc["grid"])
+    assert ch["presets_agree"]["fg_classifier_steps"] is (fgc["chosen"] == TINY["streets_classifier"]["steps"])
+    assert {p.name for p in ck.glob("streets_fg_classifier*.pt")} == {"streets_fg_classifier_steps2.pt",
+                                                                       "streets_fg_classifier.pt"}
     # the flow setting with the best moving-pixel AUROC on VAL, each computed into its own cache folder
     aucs = [r["val_moving_auc"] for r in ch["flow"]["grid"]]
     assert [r["params"] for r in ch["flow"]["grid"]] == [{}, {"dis_preset": 0}, {"method": "farneback", "levels": 2}]
@@ -166,6 +175,23 @@ def test_study_cli_paper2_kinds_and_seed_ids(tiny):
     assert {r["name"] for r in summary["comparisons"]} == {"two-stream - appearance, moving classes",
                                                            "two-stream - appearance, all classes"}
     assert main(["study", "paper1", "--out", str(out), "--kinds", "full"]) == 2  # paper 2 only
+
+
+def test_weak_video_models_retrain_when_their_classifier_changes(tiny):
+    """A weak video model's checkpoint records the classifier its supervision came from: another heatmap
+    classifier (e.g. other steps) retrains appearance, another fg classifier retrains single_bg -- a
+    stale model trained from the old classifier's regions / masks is never loaded."""
+    ctx = make_context(tiny / "data", tiny / "run", "cpu", True, 0, "toy_streets")
+    streets = P.load_streets(ctx, progress=False)
+
+    def seconds(kind, **over):
+        sup = P.video_supervision(ctx, [kind], streets, progress=False, **over)
+        return P.train_kind(ctx, kind, streets, sup, progress=False)[1]["seconds"]
+
+    for kind, key in (("appearance", "classifier_overrides"), ("single_bg", "fg_classifier_overrides")):
+        assert seconds(kind) > 0 and seconds(kind) == 0.0  # trained, then loaded
+        assert seconds(kind, **{key: {"steps": 2}}) > 0  # its classifier changed: retrained
+        assert seconds(kind, **{key: {"steps": 2}}) == 0.0
 
 
 def test_kind_steps_resolution():

@@ -30,7 +30,7 @@ import torch
 
 from ..core.config import PRESETS, preset
 from ..core.errors import InvalidInputError
-from ..core.io import read_image
+from ..core.io import plain_config, read_image
 from ..data.registry import dataset_fingerprint
 from ..engine.shard import FlowCache, compute_dataset_flow
 from ..engine.predict import evaluate_classifier
@@ -199,7 +199,7 @@ def get_classifier(ctx, streets: dict, progress: bool = True, tag: str = "street
     split = "test" if "test" in streets["data"] else "train"
     ev = evaluate_classifier(clf, streets["data"][split], device=ctx.device)
     return clf, {"map": ev["map"], "acc": ev["acc"], "ap": ev["ap"], "seconds": run["seconds"],
-                 "loss": hist["loss"][-1] if hist["loss"] else None}
+                 "loss": hist["loss"][-1] if hist["loss"] else None, "config": plain_config(cfg)}
 
 
 def fg_classifier_config(ctx, **overrides) -> dict:
@@ -208,19 +208,19 @@ def fg_classifier_config(ctx, **overrides) -> dict:
     return _preset(ctx, "streets_classifier", **{**_preset(ctx, "streets_fg_classifier"), **overrides})
 
 
-def get_fg_classifier(ctx, streets: dict, progress: bool = True, **overrides):
+def get_fg_classifier(ctx, streets: dict, progress: bool = True, tag: str = "streets_fg_classifier", **overrides):
     """Paper 1's classifier on street data, for the single-background baseline: a multi-label
     classifier over the FOREGROUND tags only (paper 1 has no background tags [summary]) whose conv4
     and conv5 exist (``last_stage: conv5``, otherwise the streets classifier's widths/depths and
-    schedule [ours]). Loaded from ``checkpoints/streets_fg_classifier.pt`` when its config matches,
-    else trained. Returns ``(classifier, info_dict)`` with foreground-tag mAP/accuracy on test."""
+    schedule [ours]). Loaded from ``checkpoints/<tag>.pt`` when its config matches, else trained.
+    Returns ``(classifier, info_dict)`` with foreground-tag mAP/accuracy on test and the settings."""
     cfg = fg_classifier_config(ctx, **overrides)
     info = streets["info"]
     fg = list(info.foreground)
     clf = build_heatmap_classifier(len(fg), backbone=cfg["backbone"], last_stage=cfg["last_stage"],
                                    pooling=cfg["pooling"], lse_r=cfg["lse_r"], hidden=cfg["hidden"],
                                    dropout=cfg["dropout"], **backbone_kwargs(cfg))
-    path = ctx.checkpoints / "streets_fg_classifier.pt"
+    path = ctx.checkpoints / f"{tag}.pt"
     config = {"classifier": cfg, "classes": fg, "data": _data_id(streets), "seed": ctx.seed}
 
     def fit_it():
@@ -236,7 +236,8 @@ def get_fg_classifier(ctx, streets: dict, progress: bool = True, **overrides):
     split = "test" if "test" in streets["data"] else "train"
     ev = evaluate_classifier(clf, streets["data"][split], classes=fg, device=ctx.device)
     return clf, {"map": ev["map"], "acc": ev["acc"], "ap": ev["ap"], "seconds": run["seconds"],
-                 "loss": hist["loss"][-1] if hist["loss"] else None, "classes": fg, "last_stage": cfg["last_stage"]}
+                 "loss": hist["loss"][-1] if hist["loss"] else None, "classes": fg, "last_stage": cfg["last_stage"],
+                 "config": plain_config(cfg)}
 
 
 def heatmap_config(ctx, **overrides) -> dict:
@@ -419,10 +420,13 @@ def train_kind(ctx, kind: str, streets: dict, sup: dict, progress: bool = True, 
     ``overrides``: ``video_seg`` keys and ``tag``. Returns ``(model, history)``."""
     base = base_kind(kind)
     sid = {}
+    # what the model learns from, so that another classifier (e.g. other steps) retrains it: the heatmap
+    # settings and the heatmap classifier's settings, or the fg/bg threshold and the fg classifier's
     if base in ("appearance", "two_stream"):
-        sid = sup["regions"]["config"]
+        sid = {**sup["regions"]["config"], "classifier": sup["classifier_info"]["config"]}
     elif base == "single_bg":
-        sid = {"threshold": sup["fgbg"]["threshold"], "classifier": "streets_fg_classifier"}
+        sid = {"threshold": sup["fgbg"]["threshold"], "classifier": "streets_fg_classifier",
+               "classifier_config": sup["fg_classifier_info"]["config"]}
     clf = sup["fg_classifier"] if base == "single_bg" else sup["classifier"]
     scale, cap = ctx.steps_scale, ctx.steps_cap
     if "steps" not in overrides and (scale != 1.0 or cap is not None):  # the VAL-chosen schedule x scale, <= cap

@@ -255,6 +255,30 @@ def choose_classifier(ctx, streets: dict, steps_grid: Sequence[int] | None = Non
     return {"grid": rows, "chosen": chosen, "tolerance": tolerance}
 
 
+def choose_fg_classifier(ctx, streets: dict, steps_grid: Sequence[int] | None = None, tolerance: float = 0.005,
+                         progress: bool = True) -> dict:
+    """The single-bg baseline's foreground-tag classifier steps on VAL -- the same care as the heatmap
+    classifier (:func:`choose_classifier`): ``steps_grid`` (checkpoint ``streets_fg_classifier[_steps<n>]``)
+    climbed while the VAL IoU of its fg/bg masks (what single_bg trains from,
+    :func:`~wsss_lib.papers.paper2.get_fgbg_masks`: conv4 + conv5, threshold on VAL, CRF) rises; the fewest
+    steps within ``tolerance`` of the best. Returns ``{"grid": [{"steps", "val_mask_iou", "val_map",
+    "seconds"}], "chosen": n, "tolerance"}``."""
+    steps_grid = STEPS_GRID if steps_grid is None else steps_grid
+    preset_steps = P.fg_classifier_config(ctx)["steps"]
+    rows = []
+
+    def score(n, _):
+        clf, info = P.get_fg_classifier(ctx, streets, progress=progress, steps=n,
+                                        tag=grid_tag("streets_fg_classifier", n, preset_steps))
+        ev = evaluate_classifier(clf, streets["data"]["val"], classes=info["classes"], device=ctx.device)
+        iou = P.get_fgbg_masks(ctx, clf, streets, split="val", progress=progress)["mask_scores"]["iou"]
+        rows.append({"steps": n, "val_mask_iou": iou, "val_map": ev["map"], "seconds": info["seconds"]})
+        return iou
+
+    chosen = chosen_point(climb_steps_grid(steps_grid, score, tolerance=tolerance), tolerance)[0]
+    return {"grid": rows, "chosen": chosen, "tolerance": tolerance}
+
+
 def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence[int] | None = None,
                   tolerance: float = 0.005, flow_grid: Sequence[dict] | None = None, progress: bool = True) -> dict:
     """The VAL choices of paper 2 (seed of ``ctx``), written to ``<out>/choices.json``:
@@ -263,6 +287,8 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
     * ``classifier``: the heatmap classifier's steps (:func:`choose_classifier`, VAL regions mIoU); the
       video models below train from the preset's classifier (``presets_agree.classifier_steps`` says
       whether the two agree);
+    * ``fg_classifier`` (when ``single_bg`` is among ``kinds``): the single-bg baseline's classifier steps
+      (:func:`choose_fg_classifier`, VAL fg/bg mask IoU; ``presets_agree.fg_classifier_steps``);
     * ``steps``: per kind, the fewest steps of ``steps_grid`` (each a full poly schedule, checkpoint
       ``video_<kind>_steps<n>``) whose VAL mIoU is within ``tolerance`` of the best -- where VAL mIoU
       stops improving; the grid is climbed only while VAL mIoU rises
@@ -273,6 +299,8 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
     flow = choose_flow(ctx, flow_grid, progress=progress)
     streets = P.load_streets(ctx, progress=progress, **flow_setting(ctx, flow["best"]))
     classifier = choose_classifier(ctx, streets, steps_grid, tolerance, progress=progress)
+    fg_classifier = (choose_fg_classifier(ctx, streets, steps_grid, tolerance, progress=progress)
+                     if "single_bg" in kinds else None)
     sup = P.video_supervision(ctx, kinds, streets, progress=progress)
     rows, chosen = [], {}
     for kind in kinds:
@@ -290,10 +318,12 @@ def choose_paper2(ctx, kinds: Sequence[str] = CHOOSE_KINDS, steps_grid: Sequence
         chosen[kind] = chosen_point(climb_steps_grid(steps_grid, score, tolerance=tolerance), tolerance)[0]
     cfg = preset("video_seg", ctx.quick)
     out = {"seed": ctx.seed, "quick": ctx.quick, "full_loss": cfg["full_loss"], "flow": flow, "classifier": classifier,
-           "steps": {"grid": rows, "chosen": chosen, "tolerance": tolerance},
+           "fg_classifier": fg_classifier, "steps": {"grid": rows, "chosen": chosen, "tolerance": tolerance},
            "presets_agree": {"steps": {k: v for k, v in cfg["kind_steps"].items() if k in chosen} == chosen,
                              "classifier_steps": preset("streets_classifier", ctx.quick)["steps"]
                              == classifier["chosen"],
+                             "fg_classifier_steps": fg_classifier is None
+                             or P.fg_classifier_config(ctx)["steps"] == fg_classifier["chosen"],
                              "flow": {k: preset("flow", ctx.quick)[k] for k in ("method", "params")}
                              == flow_setting(ctx, flow["best"])}}
     atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
