@@ -204,8 +204,10 @@ def get_classifier(ctx, streets: dict, progress: bool = True, tag: str = "street
 
 def fg_classifier_config(ctx, **overrides) -> dict:
     """Settings of the single-background baseline's classifier: the ``streets_classifier`` preset with
-    the ``streets_fg_classifier`` section on top (``last_stage: conv5``), then ``overrides``."""
-    return _preset(ctx, "streets_classifier", **{**_preset(ctx, "streets_fg_classifier"), **overrides})
+    the ``streets_fg_classifier`` section on top (``last_stage: conv5``, its own VAL-chosen steps; a None
+    there keeps the streets classifier's value), then ``overrides``."""
+    fg = {k: v for k, v in _preset(ctx, "streets_fg_classifier").items() if v is not None}
+    return _preset(ctx, "streets_classifier", **{**fg, **overrides})
 
 
 def get_fg_classifier(ctx, streets: dict, progress: bool = True, tag: str = "streets_fg_classifier", **overrides):
