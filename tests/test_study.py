@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from study_checks import TINY_PAPER1, assert_study_resumes
 from wsss_lib.cli import main
@@ -22,6 +23,7 @@ def tiny(monkeypatch, tmp_path, patch_presets):
     patch_presets(TINY)
     monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
     monkeypatch.setattr(S, "LR_GRID", (0.001, 0.003))
+    monkeypatch.setattr(S, "CAM_STEPS_GRID", (2, 4))  # 4 = the tiny classifier's steps: the preset's point
     monkeypatch.setattr(S, "CRF_GRID", S.CRF_GRID[:2])
     monkeypatch.setattr(S, "SWEEP", [("crf", 0.5, 0.2), ("raw", 0.5, 0.0)])
     return tmp_path
@@ -46,6 +48,15 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
             name = f"segnet_{mode}" + ("" if lr == 0.001 else f"_lr{lr:g}") + f"_steps{n}.pt"
             assert (out / "seed_0" / "checkpoints" / name).is_file(), name
     assert len(ch["crf"]["grid"]) == 2 and ch["crf"]["best"] in ch["crf"]["grid"]
+    cam = ch["cam_classifier"]  # Zhou's CAM classifier gets its own steps on VAL: the whole grid scored
+    cam_rows = {r["steps"]: r["val_cam_iou"] for r in cam["grid"]}
+    assert list(cam_rows) == [2, 4]
+    assert cam["chosen"] == chosen_point({(n, None): v for n, v in cam_rows.items()}, tol)[0]
+    assert all(0.0 <= v <= 1.0 for v in cam_rows.values()) and all(r["seconds"] > 0 for r in cam["grid"])
+    ckpts = out / "seed_0" / "checkpoints"
+    assert (ckpts / "cam_classifier_steps2.pt").is_file()  # a grid point off the preset: its own name
+    assert not (ckpts / "cam_classifier_steps4.pt").exists()  # the preset's point is the study's classifier
+    assert ch["presets_agree"]["cam_classifier_steps"] == (cam["chosen"] == 4)
     pres = {r["present_term"]: r["val_miou"] for r in ch["present_term"]["grid"]}
     assert set(pres) == {0.0, 1.0}
     assert ch["present_term"]["chosen"] == (1.0 if pres[1.0] >= pres[0.0] else 0.0)  # on only if it does not hurt
@@ -64,6 +75,30 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     md = (out / "study.md").read_text()
     assert "prior - CAM, masks raw" in md and "95 %" in md
     assert_study_resumes(argv, out, summary, capsys)  # a finished seed is read back, never recomputed
+
+
+def test_study_cli_paper1_kinds_then_every_kind_rescores_and_trains_only_the_missing(tiny, capsys):
+    """``--kinds`` trains and scores only those seg nets (the table keeps the rows among them); a later run
+    with every kind rescores that seed, loading the nets it has and training only the missing ones."""
+    out = tiny / "study"
+    argv = ["study", "paper1", "--out", str(out), "--data-root", str(tiny / "data"), "--device", "cpu", "--quick",
+            "--resamples", "50", "--no-progress", "--seed-ids", "1"]
+    assert main([*argv, "--kinds", "tags", "prior"]) == 0
+    ck = out / "seed_1" / "checkpoints"
+    assert {p.name for p in ck.glob("segnet_*.pt")} == {"segnet_prior.pt", "segnet_tags.pt"}
+    seg = {k for k in torch.load(out / "seed_1" / "scores.pt", weights_only=False)["conf"] if k.startswith("seg/")}
+    assert seg == {"seg/prior", "seg/prior+crf", "seg/tags", "seg/tags+crf"}
+    names = {r["name"] for r in json.loads((out / "study.json").read_text())["comparisons"]}
+    assert "seg: prior - tags, raw" in names and not any("full" in n or "check-mask" in n for n in names)
+    stamps = {p.name: p.stat().st_mtime_ns for p in ck.glob("segnet_*.pt")}
+    capsys.readouterr()
+    assert main(argv) == 0  # every kind: seed 1 lacks full and checkmask
+    assert "rescoring seed 1" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in ck.glob("segnet_*.pt") if p.name in stamps} == stamps  # loaded
+    assert {p.name for p in ck.glob("segnet_*.pt")} == {f"segnet_{k}.pt" for k in ("prior", "tags", "full", "checkmask")}
+    names = {r["name"] for r in json.loads((out / "study.json").read_text())["comparisons"]}
+    assert {"seg: prior / full, raw", "seg: check-mask - prior, raw"} <= names
+    assert main([*argv, "--kinds", "fully"]) == 2  # an unknown kind is refused before anything runs
 
 
 def test_masks_only_study_trains_no_segmentation_net(tiny):

@@ -174,7 +174,7 @@ def test_study_cli_paper2_kinds_and_seed_ids(tiny):
     assert summary["seeds"] == [1]
     assert {r["name"] for r in summary["comparisons"]} == {"two-stream - appearance, moving classes",
                                                            "two-stream - appearance, all classes"}
-    assert main(["study", "paper1", "--out", str(out), "--kinds", "full"]) == 2  # paper 2 only
+    assert main(["study", "paper2", "--out", str(out), "--kinds", "prior"]) == 2  # a paper-1 kind: refused
 
 
 def test_weak_video_models_retrain_when_their_classifier_changes(tiny):

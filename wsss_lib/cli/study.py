@@ -31,8 +31,9 @@ def register(sub) -> None:
     p.add_argument("--seed-ids", type=int, nargs="+", default=None,
                    help="run only these seeds (e.g. to split a study over processes; default 0..N-1 of --seeds)")
     p.add_argument("--kinds", nargs="+", default=None,
-                   help="paper2: only these video model kinds (default: every compared kind); --choose then "
-                        "chooses the steps of those among them that are chosen on VAL")
+                   help="only these models (paper1: segmentation nets prior tags full checkmask; paper2: video "
+                        "model kinds; default: every compared one); --choose then chooses the steps of those "
+                        "among them that are chosen on VAL; a seed scored with fewer kinds is rescored")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     p.set_defaults(func=cmd_study)
@@ -49,14 +50,18 @@ def cmd_study(args) -> int:
     dataset = args.dataset or DEFAULT_DATASET[args.paper]
     out = args.out or str(default_study_dir(args.paper, args.quick))
     study_kw, choose_kw = {}, {}
-    if args.kinds and args.paper == "paper2":
-        from ..papers.study_paper2 import CHOOSE_KINDS  # lazy: `wsss --help` and other commands do not load every pipeline
-
-        study_kw["kinds"] = tuple(args.kinds)
-        choose_kw["kinds"] = tuple(k for k in CHOOSE_KINDS if k in args.kinds)
-    elif args.kinds:
-        print("wsss: --kinds is for paper2", file=sys.stderr)
-        return 2
+    if args.kinds:
+        if args.paper == "paper1":
+            from ..papers.paper1 import SEG_KINDS as known  # lazy: `wsss --help` and other commands do not load every pipeline
+            from ..papers.study_paper1 import CHOOSE_MODES as choosable  # lazy: as above
+        else:
+            from ..papers.study_paper2 import CHOOSE_KINDS as choosable, STUDY_KINDS as known  # lazy: as above
+        unknown = [k for k in args.kinds if k not in known]
+        if unknown:
+            print(f"wsss: unknown {args.paper} kind(s) {unknown}; known: {', '.join(known)}", file=sys.stderr)
+            return 2
+        study_kw["kinds"] = tuple(k for k in known if k in args.kinds)
+        choose_kw["modes" if args.paper == "paper1" else "kinds"] = tuple(k for k in choosable if k in args.kinds)
     if args.choose or args.choose_only:
         ctx = make_context(args.data_root, f"{out}/seed_0", args.device, args.quick, 0, dataset, name="study")
         ch = choose(ctx, progress=args.progress, **choose_kw)

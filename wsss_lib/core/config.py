@@ -3,7 +3,7 @@
 Notebooks and the CLI call :func:`preset` with ``quick=True/False``; tests and ``wsss run
 --quick`` use the quick sizes, so CI asserts on the same values a notebook records. Each section
 belongs to one area of the library (``toy_objects``/``toy_streets`` data, ``classifier``,
-``masks``, ``crf``, ``seg`` for paper 1; ``streets_classifier``, ``streets_fg_classifier``,
+``cam_classifier``, ``masks``, ``crf``, ``seg`` for paper 1; ``streets_classifier``, ``streets_fg_classifier``,
 ``heatmaps``, ``flow``, ``video_seg`` for paper 2; ``paper1_*`` / ``paper2_*``: the papers at their
 scale on real data, read through ``preset(section, quick, profile="paper")``). Override any key with
 ``preset(..., **overrides)``.
@@ -36,6 +36,15 @@ PRESETS: dict[str, dict[str, dict]] = {
                     "lr": 0.001, "optimizer": "adam", "weight_decay": 0.0, "image_size": None},
         "quick": {"steps": 150},
     },
+    "cam_classifier": {
+        # Zhou et al.'s CAM baseline (papers.paper1.cam_baseline): a second tag classifier, keys here over
+        # "classifier" -- global average pooling + ONE linear layer on the last conv stage [paper: CAM, Zhou et
+        # al. 2016]; steps: its own VAL choice by `wsss study paper1 --choose` [ours] (seed 0, VAL IoU of its CAM
+        # masks 0.243 / 0.241 / 0.266 / 0.275 / 0.269 at 300 / 600 / 1200 / 2400 / 4800): 2400 (our classifier
+        # trains 600); None = the classifier's value
+        "default": {"pooling": "mean", "hidden": 0, "steps": 2400},
+        "quick": {"steps": None},
+    },
     "masks": {
         # channel means, summed, min-max to [0, 1] [summary]; alignment/normalisation [ours]. Layers: the
         # paper's are conv4 + conv5 [summary]; our default conv3 + conv4 + conv5 [ours] is the best
@@ -62,9 +71,9 @@ PRESETS: dict[str, dict[str, dict]] = {
                     # steps per training mode (prior / tags / full; check-mask = prior), chosen on VAL by
                     # `wsss study paper1 --choose` [ours] (seed 0, grid 300/600/.../19200 climbed while VAL rises,
                     # VAL mIoU: tags 0.322 / 0.337 / 0.368 / 0.394 / 0.331 (peak at 2400), prior 0.404 / 0.440 /
-                    # 0.481 / 0.502 / 0.517 / 0.528 (still rising), full 0.454 / 0.561 / 0.639 / 0.694 / 0.736 /
-                    # 0.763); a mode missing here trains "steps"
-                    "mode_steps": {"prior": 9600, "tags": 2400, "full": 9600},
+                    # 0.481 / 0.502 / 0.517 / 0.528 / 0.526 (plateau: 9600), full 0.454 / 0.561 / 0.639 / 0.694 /
+                    # 0.736 / 0.763 / 0.787 (the grid's edge, 19200, still rising)); a mode missing here trains "steps"
+                    "mode_steps": {"prior": 9600, "tags": 2400, "full": 19200},
                     # Adam learning rate per training mode, chosen on VAL with the steps (grid LR_GRID of
                     # wsss_lib.papers.study_paper1) [ours]; a mode missing here trains "lr"
                     "mode_lr": {},
@@ -140,6 +149,12 @@ PRESETS: dict[str, dict[str, dict]] = {
     # ---- paper 1 at the paper's scale (profile "paper": real data, `wsss reproduce paper1`) ----
     # Same keys as the toy sections above plus the streaming ones (crop, scale, flip, workers, momentum).
     # Labels: [paper] abstract, [summary] third-party summary, [ours] our choice / common practice.
+    "paper1_cam_classifier": {
+        # the CAM baseline at the paper's scale: paper1_classifier's settings (already GAP, no hidden layer) with
+        # the CAM layout spelled out [paper: CAM]; steps None = the classifier's
+        "default": {"pooling": "mean", "hidden": 0, "steps": None},
+        "quick": {},
+    },
     "paper1_classifier": {
         # ImageNet VGG-16 fine-tuned on the image tags [summary]; --pretrained PATH|imagenet (None = random
         # init, for tests only). Global average pooling, no hidden layer, SGD 0.001 momentum 0.9, weight decay
@@ -246,7 +261,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 # profile -> {section: the section it reads instead}; "toy" reads the sections themselves
 PROFILES: dict[str, dict[str, str]] = {
     "toy": {},
-    "paper": {"classifier": "paper1_classifier", "masks": "paper1_masks", "crf": "paper1_crf", "seg": "paper1_seg",
+    "paper": {"classifier": "paper1_classifier", "cam_classifier": "paper1_cam_classifier", "masks": "paper1_masks", "crf": "paper1_crf", "seg": "paper1_seg",
               "streets_classifier": "paper2_classifier", "streets_fg_classifier": "paper2_fg_classifier",
               "video_seg": "paper2_video_seg"},
 }

@@ -173,6 +173,13 @@ def scaled_steps(steps: int, scale: float, cap: int | None = None) -> int:
     return max(1, n if cap is None else min(n, int(cap)))
 
 
+def grid_tag(name: str, steps: int, preset_steps: int) -> str:
+    """Checkpoint name of a steps-grid point: ``<name>`` (the one the study and the notebooks load) when
+    ``steps`` is the preset's, else ``<name>_steps<n>`` -- so the VAL grid's preset point is not trained
+    twice."""
+    return name if int(steps) == int(preset_steps) else f"{name}_steps{int(steps)}"
+
+
 def climb_steps_grid(steps_grid, score: Callable[[int, object], float], candidates=(None,),
                      tolerance: float = 0.005) -> dict[tuple[int, object], float]:
     """VAL scores along an ascending grid of training lengths, climbed only while they improve [ours].

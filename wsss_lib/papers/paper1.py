@@ -164,16 +164,11 @@ def build_classifier(cfg: dict, num_classes: int):
     return TagClassifier(build_backbone_from(cfg), num_classes, pooling=cfg["pooling"], hidden=cfg.get("hidden", 0))
 
 
-# Zhou et al. 2016's CAM layout: global average pooling + ONE linear layer on the last conv stage, so
-# the 1x1-conv score maps are the class activation maps (the faithful CAM baseline [paper: CAM])
-CAM_CLASSIFIER = {"pooling": "mean", "hidden": 0}
-
-
 def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume: bool = True,
                        name: str = "tag_classifier", **overrides):
     """Load the run's tag classifier if ``<out>/checkpoints/<name>.pt`` matches the config, else
-    train it (resumable). ``overrides`` change the "classifier" preset (e.g. ``**CAM_CLASSIFIER``
-    with ``name="cam_classifier"`` for the faithful CAM baseline). Returns ``(classifier (eval
+    train it (resumable). ``overrides`` change the "classifier" preset (:func:`get_cam_classifier` passes
+    the CAM baseline's). Returns ``(classifier (eval
     mode), info)`` with ``info = {"config", "trained": bool, "history": {...}, "seconds": float}``."""
     cfg = classifier_config(ctx, **overrides)
     train = train_dataset(ctx, "classifier")
@@ -189,6 +184,19 @@ def get_tag_classifier(ctx, retrain: bool = False, progress: bool = True, resume
                                 config=cfg, progress=progress, checkpoint_every=max(50, cfg["steps"] // 4))
 
     return model, load_or_train(path, cfg, model, fit_it, ctx.device, retrain, "tag classifier")
+
+
+def cam_classifier_overrides(ctx) -> dict:
+    """The CAM baseline classifier's settings over the "classifier" preset: the ``cam_classifier`` section
+    (global average pooling + one linear layer [paper: CAM], its own VAL-chosen steps; a None there keeps
+    the classifier's value)."""
+    return {k: v for k, v in _preset(ctx, "cam_classifier").items() if v is not None}
+
+
+def get_cam_classifier(ctx, progress: bool = True, name: str = "cam_classifier", **overrides):
+    """Zhou et al.'s CAM classifier (:func:`cam_classifier_overrides`, then ``overrides``, e.g. ``steps``
+    of a VAL grid), loaded or trained like :func:`get_tag_classifier`. Returns ``(classifier, info)``."""
+    return get_tag_classifier(ctx, progress=progress, name=name, **{**cam_classifier_overrides(ctx), **overrides})
 
 
 # ----------------------------------------------------------------------------- masks
@@ -334,17 +342,28 @@ def mask_pipeline(ctx, classifier, progress: bool = False) -> dict[str, Any]:
     return {"thresholds": th, "maps": maps, "crf": crf, "scores": scores}
 
 
+def cam_maps(ctx, classifier, split: str) -> torch.Tensor:
+    """CAMs of the tagged classes of ``split``, each min-max normalised, max over classes: float
+    ``(N, H, W)`` in [0, 1] (cached with the masks, :func:`compute_masks`)."""
+    return compute_masks(ctx, classifier, split, cam_normalize="minmax")["cam"]
+
+
+def cam_threshold(ctx, val_maps: torch.Tensor) -> tuple[float, float]:
+    """``(threshold, VAL IoU)``: the grid threshold of the "masks" preset with the best pooled VAL mask IoU."""
+    th, ious = choose_threshold(val_maps, load_split(ctx, "val").labels.long(), _preset(ctx, "masks")["thresholds"])
+    return th, ious[th]
+
+
 def cam_baseline(ctx, progress: bool = False, splits=("val", "test")) -> dict:
     """Zhou et al.'s CAM as the baseline of the prior [paper: CAM, Zhou et al. 2016]: a second tag
-    classifier with the CAM layout (:data:`CAM_CLASSIFIER`, same backbone, data and schedule),
+    classifier with the CAM layout (:func:`get_cam_classifier`: same backbone and data, its own VAL-chosen steps),
     its class activation maps of the tagged classes (min-max normalised per class, max over
     classes), the threshold chosen on VAL, and the TEST masks raw and after the same dense CRF as
     the prior. Returns ``{"classifier", "maps": {split: (N, H, W) [0, 1]}, "threshold",
     "crf": {"test": (N, H, W) probs}, "scores": {"test": {"cam": ..., "cam_crf": ...}}}``."""
-    clf, _ = get_tag_classifier(ctx, progress=progress, name="cam_classifier", **CAM_CLASSIFIER)
-    maps = {s: compute_masks(ctx, clf, s, cam_normalize="minmax")["cam"] for s in splits}
-    grid = _preset(ctx, "masks")["thresholds"]
-    th = choose_threshold(maps["val"], load_split(ctx, "val").labels.long(), grid)[0]
+    clf, _ = get_cam_classifier(ctx, progress=progress)
+    maps = {s: cam_maps(ctx, clf, s) for s in splits}
+    th = cam_threshold(ctx, maps["val"])[0]
     crf = refine_split(ctx, "test", maps["test"], th, progress=progress)
     lab = load_split(ctx, "test").labels.long()
     return {"classifier": clf, "maps": maps, "threshold": th, "crf": {"test": crf},

@@ -77,10 +77,12 @@ class Comparison:
 
 
 def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], progress: bool = True,
-              filename: str = "scores.pt") -> dict:
+              filename: str = "scores.pt", requires: Sequence[str] = ()) -> dict:
     """``{seed: scores}`` for every seed: read ``<out>/seed_<s>/<filename>`` when present, else call
     ``run_seed(seed, folder)`` (-> ``{"conf": {method: int64 (N, C, C)}, "meta": {...}}``) and store it.
-    Several studies may share the seed folders (and so their trained models) under other filenames."""
+    Several studies may share the seed folders (and so their trained models) under other filenames.
+    Stored scores lacking a method of ``requires`` (e.g. a seed first run with fewer kinds) are rescored:
+    the seed's trained models are cached, so only what is missing trains."""
     results = {}
     for s in seeds:
         folder = Path(out) / f"seed_{int(s)}"
@@ -91,6 +93,9 @@ def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], 
                 res = load_checkpoint(path)
             except CheckpointError as exc:
                 print(f"[wsss] recomputing seed {s}: {exc}")
+        if res is not None and not set(requires) <= set(res["conf"]):
+            print(f"[wsss] rescoring seed {s}: its scores lack {sorted(set(requires) - set(res['conf']))}")
+            res = None
         if res is None:
             t0 = time.time()
             if progress:
@@ -105,16 +110,17 @@ def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], 
 
 def run_study(out, seeds: Sequence[int], score_seed: Callable, rows: Callable[[dict], tuple[list, list]], title: str, *,
               quick: bool = False, device="auto", data_root=None, dataset: str = "toy_objects", progress: bool = True,
-              n_resamples: int = 2000, filename: str = "scores.pt", stem: str = "study") -> dict:
+              n_resamples: int = 2000, filename: str = "scores.pt", stem: str = "study", requires: Sequence[str] = ()) -> dict:
     """A whole seed study: for every seed a run context on ``<out>/seed_<s>`` (:func:`make_context`),
-    ``score_seed(ctx)`` (-> ``{"conf", "meta"}``, resumable through :func:`run_seeds`), then the table of
+    ``score_seed(ctx)`` (-> ``{"conf", "meta"}``, resumable through :func:`run_seeds`, which rescores a seed
+    whose stored scores lack a method of ``requires``), then the table of
     ``rows(results)`` (-> ``(comparisons, mean rows[, item rows])``) written to ``<out>/<stem>.{json,md}``."""
     t0 = time.time()
 
     def one(seed: int, folder: Path) -> dict:
         return score_seed(make_context(data_root, folder, device, quick, seed, dataset, name="study"))
 
-    results = run_seeds(out, seeds, one, progress=progress, filename=filename)
+    results = run_seeds(out, seeds, one, progress=progress, filename=filename, requires=requires)
     comparisons, means, *items = rows(results)
     summary = summarise(results, comparisons, means, items[0] if items else (), n_resamples=n_resamples)
     summary.update(wall_seconds=time.time() - t0, quick=bool(quick), dataset=dataset)

@@ -4,7 +4,7 @@ Per seed (its own run folder, every step cached by :mod:`~wsss_lib.papers.paper1
 
 * fg/bg masks, each raw (threshold chosen on VAL) and after the same dense CRF:
   ``prior`` (fused activations), ``cam`` (Zhou et al.'s CAM: a second classifier with global
-  average pooling + one linear layer on the last stage, :data:`~wsss_lib.papers.paper1.CAM_CLASSIFIER`),
+  average pooling + one linear layer on the last stage, :func:`~wsss_lib.papers.paper1.get_cam_classifier`),
   ``cam_head`` (the class maps of our default classifier head: hidden 1x1 layer + LSE pooling, so
   not Zhou's CAM), ``lowlevel`` (training-free edge/texture energy of the image, kind, scale and
   threshold chosen on VAL), ``floor`` (all foreground);
@@ -30,7 +30,7 @@ from ..core.metrics import per_image_confusion
 from ..ops.checkmask import simulate_checkmask
 from ..ops.masks import choose_threshold, evaluate_masks, floor_mask, lowlevel_objectness, refine_masks
 from . import paper1 as P
-from .common import chosen_point, climb_steps_grid
+from .common import chosen_point, climb_steps_grid, grid_tag
 from .study import Comparison, run_study
 
 # the low-level baseline's VAL grid [ours]: (kind, Gaussian scale in px)
@@ -148,6 +148,7 @@ def paper1_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
     return run_study(out, seeds, lambda ctx: run_paper1_seed(ctx, kinds, progress=progress), rows,
                      ("Paper 1, fg/bg masks only, on " if masks_only else "Paper 1 on ") + dataset, quick=quick,
                      device=device, data_root=data_root, dataset=dataset, progress=progress, n_resamples=n_resamples,
+                     requires=[f"seg/{k}" for k in kinds],
                      **({"filename": "mask_scores.pt", "stem": "mask_study"} if masks_only else {}))
 
 
@@ -235,20 +236,54 @@ CRF_GRID = [{"bilateral_sxy": sxy, "bilateral_srgb": srgb, "bilateral_compat": c
             for sxy in (20.0, 45.0, 80.0) for srgb in (4.0, 7.0, 13.0) for compat in (3.0, 6.0, 10.0)]
 STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600, 19200)
 LR_GRID = (0.001, 0.003)
+CAM_STEPS_GRID = (300, 600, 1200, 2400, 4800)
+CHOOSE_MODES = ("prior", "tags", "full")  # the seg nets whose steps are chosen on VAL (check-mask trains like prior)
 
 
-def grid_name(mode: str, steps: int, lr: float, base_lr: float) -> str:
-    """Checkpoint name of one point of the steps x lr grid (the preset's lr keeps the plain name)."""
-    return f"{mode}_steps{steps}" if lr == base_lr else f"{mode}_lr{lr:g}_steps{steps}"
+def grid_name(mode: str, steps: int, lr: float, base_lr: float, preset_steps: int | None = None) -> str:
+    """Checkpoint name of one point of the steps x lr grid: ``<mode>_steps<n>`` at the preset's lr,
+    ``<mode>_lr<lr>_steps<n>`` at another; with ``preset_steps``, the preset's own point (its steps at its
+    lr) keeps the plain name the study loads (:func:`~wsss_lib.papers.common.grid_tag`), so it is not
+    trained twice."""
+    if lr != base_lr:
+        return f"{mode}_lr{lr:g}_steps{steps}"
+    return grid_tag(mode, steps, preset_steps) if preset_steps is not None else f"{mode}_steps{steps}"
 
 
-def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_grid: Sequence[int] | None = None,
+def choose_cam_classifier(ctx, steps_grid: Sequence[int] | None = None, tolerance: float = 0.005,
+                          progress: bool = True) -> dict:
+    """Zhou's CAM classifier's steps on VAL, so the CAM baseline is not handicapped by our classifier's
+    schedule: every point of ``steps_grid`` (checkpoint ``cam_classifier[_steps<n>]``) is trained and scored
+    by the VAL IoU of its CAM masks (threshold chosen on VAL, :func:`~wsss_lib.papers.paper1.cam_threshold`,
+    raw) -- the whole grid, not a climb: the curve is not monotone (seed 0: 300 > 600 < 1200) and a
+    classifier is cheap -- then the fewest steps within ``tolerance`` of the best. Returns ``{"grid": [{"steps", "val_cam_iou", "threshold", "loss",
+    "seconds"}], "chosen": n, "tolerance"}``."""
+    steps_grid = CAM_STEPS_GRID if steps_grid is None else steps_grid
+    preset_steps = P.classifier_config(ctx, **P.cam_classifier_overrides(ctx))["steps"]
+    rows = []
+
+    def score(n, _):
+        clf, info = P.get_cam_classifier(ctx, progress=progress, steps=n, name=grid_tag("cam_classifier", n, preset_steps))
+        th, iou = P.cam_threshold(ctx, P.cam_maps(ctx, clf, "val"))
+        loss = info["history"].get("loss") or [float("nan")]  # training loss: mean of the last tenth of the log
+        rows.append({"steps": n, "val_cam_iou": iou, "threshold": th, "seconds": info["seconds"],
+                     "loss": float(np.mean(loss[-max(1, len(loss) // 10):]))})
+        return iou
+
+    chosen = chosen_point({(int(n), None): score(int(n), None) for n in sorted(steps_grid)}, tolerance)[0]
+    return {"grid": rows, "chosen": chosen, "tolerance": tolerance}
+
+
+def choose_paper1(ctx, modes: Sequence[str] = CHOOSE_MODES, steps_grid: Sequence[int] | None = None,
                   lr_grid: Sequence[float] | None = None, crf_grid: Sequence[dict] | None = None,
-                  present_grid: Sequence[float] = (0.0, 1.0), tolerance: float = 0.005, progress: bool = True) -> dict:
+                  present_grid: Sequence[float] = (0.0, 1.0), cam_steps_grid: Sequence[int] | None = None,
+                  tolerance: float = 0.005, progress: bool = True) -> dict:
     """The VAL choices of paper 1 (seed of ``ctx``), written to ``<out>/choices.json``:
 
     * ``crf``: the pairwise setting (``crf_grid`` over the default :class:`~wsss_lib.ops.crf.CRFParams`) with the best
       VAL mask IoU of the prior's masks;
+    * ``cam_classifier``: the steps of Zhou's CAM classifier (:func:`choose_cam_classifier`, ``cam_steps_grid``,
+      VAL IoU of its CAM masks), so the CAM baseline is not handicapped by the prior's classifier schedule;
     * ``steps`` and ``lr``: per training mode, the grid ``steps_grid`` x ``lr_grid`` (each point a full
       poly schedule from the classifier) climbed by :func:`~wsss_lib.papers.common.climb_steps_grid` (an
       lr is dropped once it trails the best lr at a length; longer lengths only while VAL mIoU rises),
@@ -285,11 +320,16 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
         out.update(part)
         atomic_write_bytes(Path(ctx.out) / "choices.json", json.dumps(to_jsonable(out), indent=2).encode())
 
+    cam = choose_cam_classifier(ctx, cam_steps_grid, tolerance, progress=progress)
+    write({"cam_classifier": cam})
+
     steps_rows, chosen, chosen_lr = [], {}, {}
     for mode in modes:
         def score(n, lr, mode=mode):
-            name = grid_name(mode, n, float(lr), float(seg["lr"]))
-            # the prior without the present-class term here: the term is chosen on top, below
+            # the prior without the present-class term here (the term is chosen on top, below): not the
+            # preset's prior, so its grid points keep their own names
+            own = mode != "prior" and P.mode_lr(ctx, mode) == float(seg["lr"])
+            name = grid_name(mode, n, float(lr), float(seg["lr"]), P.mode_steps(ctx, mode) if own else None)
             model, info = P.seg_run(ctx, mode, clf, name=name, steps=n, lr=float(lr), progress=progress,
                                     **({"present_term": 0.0} if mode == "prior" else {}))
             v = P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]
@@ -305,9 +345,14 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
     if "prior" in chosen:
         steps, lr = chosen["prior"], chosen_lr["prior"]
         for w in present_grid:
-            # weight 0 is the grid's own model at the chosen point (same config): loaded, not retrained
-            name = (grid_name("prior", steps, lr, float(seg["lr"])) if float(w) == 0.0 else
-                    f"prior_present{w:g}" + ("" if lr == float(seg["lr"]) else f"_lr{lr:g}"))
+            # weight 0 is the grid's own model at the chosen point (same config): loaded, not retrained; the
+            # preset's weight at the preset's schedule is the study's "prior"
+            if float(w) == 0.0:
+                name = grid_name("prior", steps, lr, float(seg["lr"]))
+            elif float(w) == float(seg["present_term"]) and steps == P.mode_steps(ctx, "prior") and lr == P.mode_lr(ctx, "prior"):
+                name = "prior"
+            else:
+                name = f"prior_present{w:g}" + ("" if lr == float(seg["lr"]) else f"_lr{lr:g}")
             model, _ = P.seg_run(ctx, "prior", clf, name=name, steps=steps, lr=lr, present_term=float(w),
                                  progress=progress)
             present_rows.append({"present_term": float(w),
@@ -319,6 +364,8 @@ def choose_paper1(ctx, modes: Sequence[str] = ("prior", "tags", "full"), steps_g
            "presets_agree": {"crf": all(getattr(base, k) == v for k, v in best_crf.items() if k != "val_iou"),
                              "steps": all(P.mode_steps(ctx, m) == v for m, v in chosen.items()),
                              "lr": all(P.mode_lr(ctx, m) == v for m, v in chosen_lr.items()),
-                             "present_term": seg["present_term"] == present}})
+                             "present_term": seg["present_term"] == present,
+                             "cam_classifier_steps": P.classifier_config(ctx, **P.cam_classifier_overrides(ctx))["steps"]
+                             == cam["chosen"]}})
     return out
 

@@ -42,7 +42,7 @@ from ..core.metrics import per_image_confusion
 from ..data.toy_streets import toy_streets_info
 from ..engine.predict import evaluate_classifier
 from . import paper2 as P
-from .common import chosen_point, climb_steps_grid
+from .common import chosen_point, climb_steps_grid, grid_tag
 from .study import Comparison, ItemMean, run_study
 from .video import (KINDS, base_kind, evaluate_predictions, motion_statistics, oracle_bg_prediction, predict_video,
                     uses_flow)
@@ -182,7 +182,7 @@ def paper2_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
 
     return run_study(out, seeds, lambda ctx: run_paper2_seed(ctx, kinds, progress=progress), rows,
                      "Paper 2 on " + dataset, quick=quick, device=device, data_root=data_root, dataset=dataset,
-                     progress=progress, n_resamples=n_resamples)
+                     progress=progress, n_resamples=n_resamples, requires=[f"video/{k}" for k in kinds])
 
 
 def paper2_items(info, kinds: Sequence[str] = STUDY_KINDS) -> list[ItemMean]:
@@ -201,13 +201,6 @@ def paper2_items(info, kinds: Sequence[str] = STUDY_KINDS) -> list[ItemMean]:
 
 
 # ----------------------------------------------------------------------------- choices on VAL
-
-def grid_tag(name: str, steps: int, preset_steps: int) -> str:
-    """Checkpoint name of a steps-grid point: ``<name>`` (the one the study and the notebooks load) when
-    ``steps`` is the preset's, else ``<name>_steps<n>`` -- so the VAL grid's preset point is not trained
-    twice."""
-    return name if int(steps) == int(preset_steps) else f"{name}_steps{int(steps)}"
-
 
 def choose_flow(ctx, grid: Sequence[dict] | None = None, progress: bool = True) -> dict:
     """The flow method and setting (``grid`` of :class:`~wsss_lib.ops.flow.FlowParams` overrides, each
