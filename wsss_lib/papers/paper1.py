@@ -342,13 +342,13 @@ def mask_pipeline(ctx, classifier, progress: bool = False) -> dict[str, Any]:
     return {"thresholds": th, "maps": maps, "crf": crf, "scores": scores}
 
 
-def cam_maps(ctx, classifier, split: str) -> torch.Tensor:
+def cam_baseline_maps(ctx, classifier, split: str) -> torch.Tensor:
     """CAMs of the tagged classes of ``split``, each min-max normalised, max over classes: float
     ``(N, H, W)`` in [0, 1] (cached with the masks, :func:`compute_masks`)."""
     return compute_masks(ctx, classifier, split, cam_normalize="minmax")["cam"]
 
 
-def cam_threshold(ctx, val_maps: torch.Tensor) -> tuple[float, float]:
+def cam_baseline_threshold(ctx, val_maps: torch.Tensor) -> tuple[float, float]:
     """``(threshold, VAL IoU)``: the grid threshold of the "masks" preset with the best pooled VAL mask IoU."""
     th, ious = choose_threshold(val_maps, load_split(ctx, "val").labels.long(), _preset(ctx, "masks")["thresholds"])
     return th, ious[th]
@@ -362,8 +362,8 @@ def cam_baseline(ctx, progress: bool = False, splits=("val", "test")) -> dict:
     the prior. Returns ``{"classifier", "maps": {split: (N, H, W) [0, 1]}, "threshold",
     "crf": {"test": (N, H, W) probs}, "scores": {"test": {"cam": ..., "cam_crf": ...}}}``."""
     clf, _ = get_cam_classifier(ctx, progress=progress)
-    maps = {s: cam_maps(ctx, clf, s) for s in splits}
-    th = cam_threshold(ctx, maps["val"])[0]
+    maps = {s: cam_baseline_maps(ctx, clf, s) for s in splits}
+    th = cam_baseline_threshold(ctx, maps["val"])[0]
     crf = refine_split(ctx, "test", maps["test"], th, progress=progress)
     lab = load_split(ctx, "test").labels.long()
     return {"classifier": clf, "maps": maps, "threshold": th, "crf": {"test": crf},

@@ -254,7 +254,7 @@ def choose_cam_classifier(ctx, steps_grid: Sequence[int] | None = None, toleranc
                           progress: bool = True) -> dict:
     """Zhou's CAM classifier's steps on VAL, so the CAM baseline is not handicapped by our classifier's
     schedule: every point of ``steps_grid`` (checkpoint ``cam_classifier[_steps<n>]``) is trained and scored
-    by the VAL IoU of its CAM masks (threshold chosen on VAL, :func:`~wsss_lib.papers.paper1.cam_threshold`,
+    by the VAL IoU of its CAM masks (threshold chosen on VAL, :func:`~wsss_lib.papers.paper1.cam_baseline_threshold`,
     raw) -- the whole grid, not a climb: the curve is not monotone (seed 0: 300 > 600 < 1200) and a
     classifier is cheap -- then the fewest steps within ``tolerance`` of the best. Returns ``{"grid": [{"steps", "val_cam_iou", "threshold", "loss",
     "seconds"}], "chosen": n, "tolerance"}``."""
@@ -264,7 +264,7 @@ def choose_cam_classifier(ctx, steps_grid: Sequence[int] | None = None, toleranc
 
     def score(n, _):
         clf, info = P.get_cam_classifier(ctx, progress=progress, steps=n, name=grid_tag("cam_classifier", n, preset_steps))
-        th, iou = P.cam_threshold(ctx, P.cam_maps(ctx, clf, "val"))
+        th, iou = P.cam_baseline_threshold(ctx, P.cam_baseline_maps(ctx, clf, "val"))
         loss = info["history"].get("loss") or [float("nan")]  # training loss: mean of the last tenth of the log
         rows.append({"steps": n, "val_cam_iou": iou, "threshold": th, "seconds": info["seconds"],
                      "loss": float(np.mean(loss[-max(1, len(loss) // 10):]))})
