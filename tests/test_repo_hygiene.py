@@ -75,3 +75,19 @@ def test_readme_has_the_three_commands_and_ci_runs_them():
 def test_license_and_contributing():
     assert "MIT License" in (REPO / "LICENSE").read_text()
     assert re.search(r"^## Contributing", (REPO / "README.md").read_text(), re.M)
+
+
+def test_no_module_defines_a_function_or_class_over_a_name_it_imports():
+    """A top-level ``def``/``class`` reusing an imported name shadows the import for the whole module
+    (a ``cam_maps(ctx, ...)`` in ``papers.paper1`` once hid ``ops.masks.cam_maps`` and broke notebooks 01/02)."""
+    import ast
+
+    bad = []
+    for path in sorted((REPO / "wsss_lib").rglob("*.py")):
+        imported = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imported.update({(a.asname or a.name).split(".")[0]: node.lineno for a in node.names})
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in imported:
+                bad.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} (imported at line {imported[node.name]})")
+    assert not bad, bad
