@@ -21,7 +21,7 @@ TINY = TINY_PAPER1
 @pytest.fixture()
 def tiny(monkeypatch, tmp_path, patch_presets):
     patch_presets(TINY)
-    monkeypatch.setattr(S, "STEPS_GRID", (2, 4))
+    monkeypatch.setattr(S, "STEPS_GRID", (2, 3))  # 3 = the tiny seg preset's steps: its point is the study's net
     monkeypatch.setattr(S, "LR_GRID", (0.001, 0.003))
     monkeypatch.setattr(S, "CAM_STEPS_GRID", (2, 4))  # 4 = the tiny classifier's steps: the preset's point
     monkeypatch.setattr(S, "CRF_GRID", S.CRF_GRID[:2])
@@ -36,17 +36,21 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
     assert main(argv) == 0
     ch = json.loads((out / "seed_0" / "choices.json").read_text())
     assert set(ch["steps"]["chosen"]) == {"prior", "tags", "full"}
-    assert all(v in (2, 4) for v in ch["steps"]["chosen"].values())
+    assert all(v in (2, 3) for v in ch["steps"]["chosen"].values())
     tol = ch["steps"]["tolerance"]
     for mode in ("prior", "tags", "full"):  # the steps x lr grid climbed while VAL rises, then the rule's pick
         rows = {(r["steps"], r["lr"]): r["val_miou"] for r in ch["steps"]["grid"] if r["mode"] == mode}
         assert {(2, 0.001), (2, 0.003)} <= set(rows)  # every lr at the first length
-        replay = climb_steps_grid((2, 4), lambda n, lr: rows[(n, lr)], (0.001, 0.003), tol)
+        replay = climb_steps_grid((2, 3), lambda n, lr: rows[(n, lr)], (0.001, 0.003), tol)
         assert replay == rows  # exactly the points the rule trains, nothing more
         assert (ch["steps"]["chosen"][mode], ch["steps"]["lr"][mode]) == chosen_point(rows, tol)
         for (n, lr) in rows:
             name = f"segnet_{mode}" + ("" if lr == 0.001 else f"_lr{lr:g}") + f"_steps{n}.pt"
+            if (n, lr) == (3, 0.001) and mode != "prior":  # the preset's point (the grid prior has no present term)
+                name = f"segnet_{mode}.pt"
             assert (out / "seed_0" / "checkpoints" / name).is_file(), name
+    for mode in ("tags", "full"):  # never a second checkpoint of the preset's point
+        assert not (out / "seed_0" / "checkpoints" / f"segnet_{mode}_steps3.pt").exists()
     assert len(ch["crf"]["grid"]) == 2 and ch["crf"]["best"] in ch["crf"]["grid"]
     cam = ch["cam_classifier"]  # Zhou's CAM classifier gets its own steps on VAL: the whole grid scored
     cam_rows = {r["steps"]: r["val_cam_iou"] for r in cam["grid"]}
@@ -99,6 +103,22 @@ def test_study_cli_paper1_kinds_then_every_kind_rescores_and_trains_only_the_mis
     names = {r["name"] for r in json.loads((out / "study.json").read_text())["comparisons"]}
     assert {"seg: prior / full, raw", "seg: check-mask - prior, raw"} <= names
     assert main([*argv, "--kinds", "fully"]) == 2  # an unknown kind is refused before anything runs
+
+
+def test_paper1_grid_preset_point_is_the_study_net(tiny):
+    """The VAL grid's point at the preset's steps and lr is trained into the study's own checkpoint, so
+    the study loads it (0 s) instead of training it twice; likewise the CAM classifier's preset point."""
+    from wsss_lib.papers import paper1 as P
+
+    ctx = make_context(tiny / "data", tiny / "run", "cpu", True, 0, "toy_objects", name="study")
+    ch = S.choose_paper1(ctx, modes=("tags",), lr_grid=(0.001,), crf_grid=S.CRF_GRID[:1], cam_steps_grid=(4,),
+                         progress=False)
+    assert [r["steps"] for r in ch["steps"]["grid"]] == [2, 3]  # 3 = the tiny preset's steps
+    ck = tiny / "run" / "checkpoints"
+    assert (ck / "segnet_tags_steps2.pt").is_file() and not (ck / "segnet_tags_steps3.pt").exists()
+    assert P.seg_run(ctx, "tags", progress=False)[1]["seconds"] == 0.0  # the grid's net, loaded
+    assert P.get_cam_classifier(ctx, progress=False)[1]["trained"] is False
+    assert not list(ck.glob("cam_classifier_steps*.pt"))
 
 
 def test_masks_only_study_trains_no_segmentation_net(tiny):

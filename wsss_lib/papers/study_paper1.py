@@ -254,9 +254,10 @@ def choose_cam_classifier(ctx, steps_grid: Sequence[int] | None = None, toleranc
                           progress: bool = True) -> dict:
     """Zhou's CAM classifier's steps on VAL, so the CAM baseline is not handicapped by our classifier's
     schedule: every point of ``steps_grid`` (checkpoint ``cam_classifier[_steps<n>]``) is trained and scored
-    by the VAL IoU of its CAM masks (threshold chosen on VAL, :func:`~wsss_lib.papers.paper1.cam_baseline_threshold`,
-    raw) -- the whole grid, not a climb: the curve is not monotone (seed 0: 300 > 600 < 1200) and a
-    classifier is cheap -- then the fewest steps within ``tolerance`` of the best. Returns ``{"grid": [{"steps", "val_cam_iou", "threshold", "loss",
+    by the VAL IoU of its CAM masks (threshold chosen on VAL,
+    :func:`~wsss_lib.papers.paper1.cam_baseline_threshold`, raw) -- the whole grid, not a climb: the curve
+    is not monotone (seed 0: 300 > 600 < 1200) and a classifier is cheap -- then the fewest steps within
+    ``tolerance`` of the best. Returns ``{"grid": [{"steps", "val_cam_iou", "threshold", "loss",
     "seconds"}], "chosen": n, "tolerance"}``."""
     steps_grid = CAM_STEPS_GRID if steps_grid is None else steps_grid
     preset_steps = P.classifier_config(ctx, **P.cam_classifier_overrides(ctx))["steps"]
