@@ -258,7 +258,7 @@ def choose_cam_classifier(ctx, steps_grid: Sequence[int] | None = None, toleranc
     :func:`~wsss_lib.papers.paper1.cam_baseline_threshold`, raw) -- the whole grid, not a climb: the curve
     is not monotone (seed 0: 300 > 600 < 1200) and a classifier is cheap -- then the fewest steps within
     ``tolerance`` of the best. Returns ``{"grid": [{"steps", "val_cam_iou", "threshold", "loss",
-    "seconds"}], "chosen": n, "tolerance"}``."""
+    "seconds"}], "chosen": n, "preset": the preset's steps, "tolerance"}``."""
     steps_grid = CAM_STEPS_GRID if steps_grid is None else steps_grid
     preset_steps = P.classifier_config(ctx, **P.cam_classifier_overrides(ctx))["steps"]
     rows = []
@@ -272,7 +272,7 @@ def choose_cam_classifier(ctx, steps_grid: Sequence[int] | None = None, toleranc
         return iou
 
     chosen = chosen_point({(int(n), None): score(int(n), None) for n in sorted(steps_grid)}, tolerance)[0]
-    return {"grid": rows, "chosen": chosen, "tolerance": tolerance}
+    return {"grid": rows, "chosen": chosen, "preset": preset_steps, "tolerance": tolerance}
 
 
 def choose_paper1(ctx, modes: Sequence[str] = CHOOSE_MODES, steps_grid: Sequence[int] | None = None,
@@ -366,7 +366,6 @@ def choose_paper1(ctx, modes: Sequence[str] = CHOOSE_MODES, steps_grid: Sequence
                              "steps": all(P.mode_steps(ctx, m) == v for m, v in chosen.items()),
                              "lr": all(P.mode_lr(ctx, m) == v for m, v in chosen_lr.items()),
                              "present_term": seg["present_term"] == present,
-                             "cam_classifier_steps": P.classifier_config(ctx, **P.cam_classifier_overrides(ctx))["steps"]
-                             == cam["chosen"]}})
+                             "cam_classifier_steps": cam["preset"] == cam["chosen"]}})
     return out
 
