@@ -152,6 +152,36 @@ def test_summarise_flags_targets(tmp_path):
     assert "| good - bad |" in markdown(summ, "t") and "**no**" in markdown(summ, "t")
 
 
+def test_stored_scores_made_under_other_settings_are_rescored(tmp_path, patch_presets):
+    """A seed's stored scores carry the fingerprint of the presets they depend on: the same settings read
+    them back, changed ones (e.g. a VAL choice applied to the presets since) rescore the seed, and a
+    preset of a section the study does not depend on leaves them alone."""
+    from wsss_lib.papers.study import settings_fingerprint
+
+    calls = []
+
+    def run(s, f):
+        calls.append(s)
+        return {"conf": {"m": np.ones((1, 2, 2), dtype=np.int64)}, "meta": {}}
+
+    fp = settings_fingerprint(["seg"])
+    run_seeds(tmp_path, [0, 1], run, progress=False, fingerprint=fp)
+    assert calls == [0, 1]
+    res = run_seeds(tmp_path, [0, 1], run, progress=False, fingerprint=settings_fingerprint(["seg"]))
+    assert calls == [0, 1] and res[0]["meta"]["fingerprint"] == fp  # same settings: read back
+    patch_presets({"video_seg": {"lr": 0.123}})  # a section the scores do not depend on
+    assert settings_fingerprint(["seg"]) == fp
+    patch_presets({"seg": {"present_term": 0.25}})
+    changed = settings_fingerprint(["seg"])
+    assert changed != fp and settings_fingerprint(["seg"], quick=True) != changed
+    run_seeds(tmp_path, [0, 1], run, progress=False, fingerprint=changed)
+    assert calls == [0, 1, 0, 1]  # rescored under the new settings ...
+    run_seeds(tmp_path, [0, 1], run, progress=False, fingerprint=changed)
+    assert calls == [0, 1, 0, 1]  # ... and stored with them
+    run_seeds(tmp_path, [0], run, progress=False)  # no fingerprint asked: whatever is stored is read
+    assert calls == [0, 1, 0, 1]
+
+
 def test_item_rows_average_items_then_seeds_and_flag_targets(tmp_path):
     auc = {0: np.array([[0.9, np.nan], [0.7, 0.2]]), 1: np.array([[1.0, np.nan], [0.8, 0.4]])}  # (images, classes)
 

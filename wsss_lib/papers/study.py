@@ -18,17 +18,19 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.config import PRESETS, preset
 from ..core.errors import CheckpointError, InvalidInputError
 from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.results import default_output_dir
 from ..core.stats import bootstrap_ci, mean_ci, paired_difference
-from .common import make_context
+from .common import make_context, profile
 
 
 def default_study_dir(paper: str, quick: bool = False) -> Path:
@@ -77,12 +79,14 @@ class Comparison:
 
 
 def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], progress: bool = True,
-              filename: str = "scores.pt", requires: Sequence[str] = ()) -> dict:
+              filename: str = "scores.pt", requires: Sequence[str] = (), fingerprint: str | None = None) -> dict:
     """``{seed: scores}`` for every seed: read ``<out>/seed_<s>/<filename>`` when present, else call
     ``run_seed(seed, folder)`` (-> ``{"conf": {method: int64 (N, C, C)}, "meta": {...}}``) and store it.
     Several studies may share the seed folders (and so their trained models) under other filenames.
-    Stored scores lacking a method of ``requires`` (e.g. a seed first run with fewer kinds) are rescored:
-    the seed's trained models are cached, so only what is missing trains."""
+    Stored scores are rescored when they lack a method of ``requires`` (e.g. a seed first run with fewer
+    kinds) or were made under another ``fingerprint`` (the settings they depend on, e.g. a VAL choice
+    applied to the presets since; stored as ``meta["fingerprint"]``): the seed's trained models are
+    cached by config, so only what is missing or changed trains."""
     results = {}
     for s in seeds:
         folder = Path(out) / f"seed_{int(s)}"
@@ -96,31 +100,49 @@ def run_seeds(out, seeds: Sequence[int], run_seed: Callable[[int, Path], dict], 
         if res is not None and not set(requires) <= set(res["conf"]):
             print(f"[wsss] rescoring seed {s}: its scores lack {sorted(set(requires) - set(res['conf']))}")
             res = None
+        if res is not None and fingerprint is not None and res.get("meta", {}).get("fingerprint") != fingerprint:
+            print(f"[wsss] rescoring seed {s}: its scores were made with other settings")
+            res = None
         if res is None:
             t0 = time.time()
             if progress:
                 print(f"[wsss] study: seed {s} -> {folder}", flush=True)
             res = run_seed(int(s), folder)
-            res["meta"] = {**res.get("meta", {}), "seconds": time.time() - t0}
+            res["meta"] = {**res.get("meta", {}), "seconds": time.time() - t0,
+                           **({"fingerprint": fingerprint} if fingerprint is not None else {})}
             res["conf"] = {k: torch.as_tensor(np.asarray(v)) for k, v in res["conf"].items()}
             save_checkpoint(res, path)
         results[int(s)] = res
     return results
 
 
+def settings_fingerprint(sections: Sequence[str], quick: bool = False, dataset: str = "toy_objects") -> str:
+    """The presets of ``sections`` (and of a generated ``dataset``) a study's scores depend on, for ``quick``
+    and the profile ``dataset`` runs under (:func:`~wsss_lib.papers.common.profile`), as a canonical JSON
+    string: scores stored under another one are stale."""
+    prof = profile(SimpleNamespace(preset="auto", dataset=dataset))
+    names = [*sections, *([dataset] if dataset in PRESETS else [])]
+    return json.dumps(to_jsonable({"quick": bool(quick), "dataset": dataset,
+                                   "presets": {s: preset(s, quick, prof) for s in names}}), sort_keys=True)
+
+
 def run_study(out, seeds: Sequence[int], score_seed: Callable, rows: Callable[[dict], tuple[list, list]], title: str, *,
               quick: bool = False, device="auto", data_root=None, dataset: str = "toy_objects", progress: bool = True,
-              n_resamples: int = 2000, filename: str = "scores.pt", stem: str = "study", requires: Sequence[str] = ()) -> dict:
+              n_resamples: int = 2000, filename: str = "scores.pt", stem: str = "study", requires: Sequence[str] = (),
+              sections: Sequence[str] = ()) -> dict:
     """A whole seed study: for every seed a run context on ``<out>/seed_<s>`` (:func:`make_context`),
     ``score_seed(ctx)`` (-> ``{"conf", "meta"}``, resumable through :func:`run_seeds`, which rescores a seed
-    whose stored scores lack a method of ``requires``), then the table of
+    whose stored scores lack a method of ``requires`` or were made with other presets in ``sections``,
+    :func:`settings_fingerprint`), then the table of
     ``rows(results)`` (-> ``(comparisons, mean rows[, item rows])``) written to ``<out>/<stem>.{json,md}``."""
     t0 = time.time()
+    fingerprint = settings_fingerprint(sections, quick, dataset) if sections else None
 
     def one(seed: int, folder: Path) -> dict:
         return score_seed(make_context(data_root, folder, device, quick, seed, dataset, name="study"))
 
-    results = run_seeds(out, seeds, one, progress=progress, filename=filename, requires=requires)
+    results = run_seeds(out, seeds, one, progress=progress, filename=filename, requires=requires,
+                        fingerprint=fingerprint)
     comparisons, means, *items = rows(results)
     summary = summarise(results, comparisons, means, items[0] if items else (), n_resamples=n_resamples)
     summary.update(wall_seconds=time.time() - t0, quick=bool(quick), dataset=dataset)

@@ -37,6 +37,8 @@ from .study import Comparison, run_study
 LOWLEVEL_GRID = [(kind, sigma) for kind in ("gradient", "variance") for sigma in (2.0, 4.0, 8.0)]
 
 MASK_METHODS = ("prior", "cam", "cam_head", "lowlevel")
+# the presets the mask comparisons depend on (scores made under others are rescored); the seg nets add "seg"
+MASK_SECTIONS = ("classifier", "cam_classifier", "masks", "crf")
 
 # the targets (ToyObjects test, 5 seeds): mean must reach `target`, the interval's low end `need_ci_above`
 COMPARISONS = [
@@ -148,7 +150,7 @@ def paper1_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
     return run_study(out, seeds, lambda ctx: run_paper1_seed(ctx, kinds, progress=progress), rows,
                      ("Paper 1, fg/bg masks only, on " if masks_only else "Paper 1 on ") + dataset, quick=quick,
                      device=device, data_root=data_root, dataset=dataset, progress=progress, n_resamples=n_resamples,
-                     requires=[f"seg/{k}" for k in kinds],
+                     requires=[f"seg/{k}" for k in kinds], sections=MASK_SECTIONS + (() if masks_only else ("seg",)),
                      **({"filename": "mask_scores.pt", "stem": "mask_study"} if masks_only else {}))
 
 
@@ -227,7 +229,7 @@ def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, 
     return run_study(out, seeds, lambda ctx: run_checkmask_seed(ctx, sweep, progress=progress), rows,
                      "Paper 1: where does check-mask help? (TEST mIoU, no CRF)", quick=quick, device=device,
                      data_root=data_root, dataset=dataset, progress=progress, n_resamples=n_resamples,
-                     filename="checkmask_scores.pt", stem="checkmask_study")
+                     filename="checkmask_scores.pt", stem="checkmask_study", sections=("classifier", "masks", "crf", "seg"))
 
 
 # ----------------------------------------------------------------------------- choices on VAL

@@ -182,7 +182,8 @@ def paper2_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
 
     return run_study(out, seeds, lambda ctx: run_paper2_seed(ctx, kinds, progress=progress), rows,
                      "Paper 2 on " + dataset, quick=quick, device=device, data_root=data_root, dataset=dataset,
-                     progress=progress, n_resamples=n_resamples, requires=[f"video/{k}" for k in kinds])
+                     progress=progress, n_resamples=n_resamples, requires=[f"video/{k}" for k in kinds],
+                     sections=("streets_classifier", "streets_fg_classifier", "heatmaps", "flow", "crf", "video_seg"))
 
 
 def paper2_items(info, kinds: Sequence[str] = STUDY_KINDS) -> list[ItemMean]:
