@@ -10,6 +10,7 @@ import torch
 
 from study_checks import TINY_PAPER1, assert_study_resumes
 from wsss_lib.cli import main
+from wsss_lib.core.config import preset
 from wsss_lib.core.errors import InvalidInputError
 from wsss_lib.papers import study_paper1 as S
 from wsss_lib.papers.common import chosen_point, climb_steps_grid, make_context
@@ -111,12 +112,16 @@ def test_paper1_grid_preset_point_is_the_study_net(tiny):
     from wsss_lib.papers import paper1 as P
 
     ctx = make_context(tiny / "data", tiny / "run", "cpu", True, 0, "toy_objects", name="study")
-    ch = S.choose_paper1(ctx, modes=("tags",), lr_grid=(0.001,), crf_grid=S.CRF_GRID[:1], cam_steps_grid=(4,),
-                         progress=False)
-    assert [r["steps"] for r in ch["steps"]["grid"]] == [2, 3]  # 3 = the tiny preset's steps
+    assert preset("seg", True)["present_term"] == 0.0  # the preset's prior: the grid's prior (the term off)
+    ch = S.choose_paper1(ctx, modes=("tags", "prior"), lr_grid=(0.001,), crf_grid=S.CRF_GRID[:1],
+                         cam_steps_grid=(4,), progress=False)
+    assert [r["steps"] for r in ch["steps"]["grid"] if r["mode"] == "tags"] == [2, 3]  # 3 = the tiny preset's steps
     ck = tiny / "run" / "checkpoints"
-    assert (ck / "segnet_tags_steps2.pt").is_file() and not (ck / "segnet_tags_steps3.pt").exists()
-    assert P.seg_run(ctx, "tags", progress=False)[1]["seconds"] == 0.0  # the grid's net, loaded
+    for mode in ("tags", "prior"):
+        assert (ck / f"segnet_{mode}_steps2.pt").is_file() and not (ck / f"segnet_{mode}_steps3.pt").exists()
+        assert P.seg_run(ctx, mode, progress=False)[1]["seconds"] == 0.0  # the grid's net, loaded
+    assert [r["present_term"] for r in ch["present_term"]["grid"]] == [0.0, 1.0]
+    assert (ck / "segnet_prior_present1.pt").is_file()  # the term's point is its own net
     assert P.get_cam_classifier(ctx, progress=False)[1]["trained"] is False
     assert not list(ck.glob("cam_classifier_steps*.pt"))
 

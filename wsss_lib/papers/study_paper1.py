@@ -326,13 +326,16 @@ def choose_paper1(ctx, modes: Sequence[str] = CHOOSE_MODES, steps_grid: Sequence
     cam = choose_cam_classifier(ctx, cam_steps_grid, tolerance, progress=progress)
     write({"cam_classifier": cam})
 
+    def point_name(mode: str, n: int, lr: float) -> str:
+        # the prior trains without the present-class term here (the term is chosen on top, below): its
+        # points are the preset's prior only while the preset's term is off
+        own = P.mode_lr(ctx, mode) == float(seg["lr"]) and (mode != "prior" or float(seg["present_term"]) == 0.0)
+        return grid_name(mode, n, float(lr), float(seg["lr"]), P.mode_steps(ctx, mode) if own else None)
+
     steps_rows, chosen, chosen_lr = [], {}, {}
     for mode in modes:
         def score(n, lr, mode=mode):
-            # the prior without the present-class term here (the term is chosen on top, below): not the
-            # preset's prior, so its grid points keep their own names
-            own = mode != "prior" and P.mode_lr(ctx, mode) == float(seg["lr"])
-            name = grid_name(mode, n, float(lr), float(seg["lr"]), P.mode_steps(ctx, mode) if own else None)
+            name = point_name(mode, n, lr)
             model, info = P.seg_run(ctx, mode, clf, name=name, steps=n, lr=float(lr), progress=progress,
                                     **({"present_term": 0.0} if mode == "prior" else {}))
             v = P.evaluate_segnet(ctx, model, "val", crf=False)["miou"]
@@ -351,7 +354,7 @@ def choose_paper1(ctx, modes: Sequence[str] = CHOOSE_MODES, steps_grid: Sequence
             # weight 0 is the grid's own model at the chosen point (same config): loaded, not retrained; the
             # preset's weight at the preset's schedule is the study's "prior"
             if float(w) == 0.0:
-                name = grid_name("prior", steps, lr, float(seg["lr"]))
+                name = point_name("prior", steps, lr)
             elif float(w) == float(seg["present_term"]) and steps == P.mode_steps(ctx, "prior") and lr == P.mode_lr(ctx, "prior"):
                 name = "prior"
             else:
