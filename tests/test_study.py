@@ -47,10 +47,10 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
         assert (ch["steps"]["chosen"][mode], ch["steps"]["lr"][mode]) == chosen_point(rows, tol)
         for (n, lr) in rows:
             name = f"segnet_{mode}" + ("" if lr == 0.001 else f"_lr{lr:g}") + f"_steps{n}.pt"
-            if (n, lr) == (3, 0.001) and mode != "prior":  # the preset's point (the grid prior has no present term)
+            if (n, lr) == (3, 0.001):  # the preset's point (the preset's prior has no present term either)
                 name = f"segnet_{mode}.pt"
             assert (out / "seed_0" / "checkpoints" / name).is_file(), name
-    for mode in ("tags", "full"):  # never a second checkpoint of the preset's point
+    for mode in ("tags", "full", "prior"):  # never a second checkpoint of the preset's point
         assert not (out / "seed_0" / "checkpoints" / f"segnet_{mode}_steps3.pt").exists()
     assert len(ch["crf"]["grid"]) == 2 and ch["crf"]["best"] in ch["crf"]["grid"]
     cam = ch["cam_classifier"]  # Zhou's CAM classifier gets its own steps on VAL: the whole grid scored
@@ -124,6 +124,27 @@ def test_paper1_grid_preset_point_is_the_study_net(tiny):
     assert (ck / "segnet_prior_present1.pt").is_file()  # the term's point is its own net
     assert P.get_cam_classifier(ctx, progress=False)[1]["trained"] is False
     assert not list(ck.glob("cam_classifier_steps*.pt"))
+
+
+def test_checkmask_sweep_at_a_shorter_schedule_keeps_its_own_nets_and_table(tiny, capsys):
+    """``--checkmask-steps N``: both arms of every sweep cell train N steps (paired like for like) into
+    their own ``_steps<N>`` checkpoints and table, never mixed with the sweep at the chosen schedule."""
+    out = tiny / "study"
+    base = ["study", "paper1", "--seeds", "1", "--out", str(out), "--data-root", str(tiny / "data"), "--device",
+            "cpu", "--quick", "--masks-only", "--resamples", "100", "--no-progress"]
+    assert main(base + ["--checkmask-steps", "2"]) == 2  # without --checkmask: refused, nothing run
+    assert main(base + ["--checkmask", "--checkmask-steps", "0"]) == 2
+    assert "--checkmask-steps needs" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--checkmask", "--checkmask-steps", "2"]) == 0
+    cm = json.loads((out / "checkmask_study_steps2.json").read_text())
+    assert len(cm["comparisons"]) == len(S.SWEEP) and "2 steps" in (out / "checkmask_study_steps2.md").read_text()
+    assert not (out / "checkmask_study.json").exists()
+    ck = out / "seed_0" / "checkpoints"
+    nets = {p.name for p in ck.glob("segnet_*.pt")}
+    assert nets == {"segnet_prior_crf_steps2.pt", "segnet_checkmask_crf_tau0.5_p0.2_steps2.pt",
+                    "segnet_prior_raw_steps2.pt", "segnet_checkmask_raw_tau0.5_p0_steps2.pt"}
+    for name in nets:
+        assert torch.load(ck / name, weights_only=True)["config"]["steps"] == 2
 
 
 def test_masks_only_study_trains_no_segmentation_net(tiny):

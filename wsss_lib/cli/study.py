@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--choose-only", action="store_true", help="only the VAL choices")
     p.add_argument("--checkmask", action="store_true",
                    help="paper1: also the check-mask sweep (tau, annotator noise, mask quality) on the same seeds")
+    p.add_argument("--checkmask-steps", type=int, default=None,
+                   help="paper1: every net of the check-mask sweep trains this many steps instead of the prior's "
+                        "VAL-chosen ones (a cheaper sweep, both arms alike) -> <out>/checkmask_study_steps<N>.md")
     p.add_argument("--masks-only", action="store_true",
                    help="paper1: only the fg/bg mask comparisons (no segmentation nets) -> <out>/mask_study.md")
     p.add_argument("--seed-ids", type=int, nargs="+", default=None,
@@ -73,6 +76,9 @@ def cmd_study(args) -> int:
                       file=sys.stderr)
         if args.choose_only:
             return 0
+    if args.checkmask_steps is not None and (args.checkmask_steps < 1 or not args.checkmask or args.paper != "paper1"):
+        print("wsss: --checkmask-steps needs paper1 --checkmask and a positive number of steps", file=sys.stderr)
+        return 2
     extra = {"masks_only": True} if args.masks_only and args.paper == "paper1" else {}
     seeds = args.seed_ids if args.seed_ids is not None else range(args.seeds)
     summary = study(out, seeds, args.quick, args.device, args.data_root, dataset,
@@ -81,7 +87,8 @@ def cmd_study(args) -> int:
     if args.checkmask and args.paper == "paper1":
         from ..papers.study_paper1 import checkmask_study  # lazy: `wsss --help` and other commands do not load every pipeline
 
-        cm = checkmask_study(out, seeds, args.quick, args.device, args.data_root, dataset,
+        cm = checkmask_study(out, seeds, args.quick, args.device, args.data_root, dataset, steps=args.checkmask_steps,
                              progress=args.progress, n_resamples=args.resamples)
-        print(f"{out}/checkmask_study.md ({len(cm['seeds'])} seeds, {cm['wall_seconds'] / 60:.1f} min)")
+        sfx = "" if args.checkmask_steps is None else f"_steps{args.checkmask_steps}"
+        print(f"{out}/checkmask_study{sfx}.md ({len(cm['seeds'])} seeds, {cm['wall_seconds'] / 60:.1f} min)")
     return 0

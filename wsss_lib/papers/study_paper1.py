@@ -181,11 +181,16 @@ def sweep_name(quality: str, tau: float, noise: float) -> str:
     return f"cm/{quality}/tau{tau:g}_p{noise:g}"
 
 
-def run_checkmask_seed(ctx, sweep=None, progress: bool = False) -> dict:
+def run_checkmask_seed(ctx, sweep=None, steps: int | None = None, progress: bool = False) -> dict:
     """Check-mask against the prior trained on the SAME candidate masks, for every sweep cell, on TEST:
     ``{"conf": {"cm/<quality>/prior": ..., "cm/<quality>/tau<t>_p<p>": ...}, "meta": {cell: accept rate}}``.
-    Rejected images keep the tag term (the "seg" preset's ``rejected``)."""
+    Rejected images keep the tag term (the "seg" preset's ``rejected``). ``steps``: every net of the sweep
+    (both arms) trains this many steps instead of the prior's VAL-chosen ones (None), into checkpoints
+    named ``..._steps<n>`` -- a cheaper sweep, paired like for like, but not at the chosen schedule."""
     sweep = SWEEP if sweep is None else sweep
+    chosen, lr = P.mode_steps(ctx, "prior"), P.mode_lr(ctx, "prior")
+    steps = chosen if steps is None else int(steps)
+    sfx = "" if steps == chosen else f"_steps{steps}"
     clf, _ = P.get_tag_classifier(ctx, progress=progress)
     train, test = P.load_split(ctx, "train"), P.load_split(ctx, "test")
     c = test.info.num_classes
@@ -198,38 +203,43 @@ def run_checkmask_seed(ctx, sweep=None, progress: bool = False) -> dict:
 
     for quality in dict.fromkeys(q for q, _, _ in sweep):
         masks = candidate_masks(ctx, clf, quality)
-        model, _ = (P.seg_run(ctx, "prior", clf, progress=progress) if quality == "crf" else
-                    P.get_segnet(ctx, f"prior_{quality}", "prior", clf, masks=masks, progress=progress,
-                                 steps=P.mode_steps(ctx, "prior"), lr=P.mode_lr(ctx, "prior")))
+        model, _ = (P.seg_run(ctx, "prior", clf, progress=progress) if quality == "crf" and not sfx else
+                    P.get_segnet(ctx, f"prior_{quality}{sfx}", "prior", clf, masks=masks, progress=progress,
+                                 steps=steps, lr=lr))
         score(f"cm/{quality}/prior", model)
         for q, tau, noise in sweep:
             if q != quality:
                 continue
             sim = simulate_checkmask(masks, train.labels.long(), tau=tau, noise=noise, seed=ctx.seed)
             acc = torch.from_numpy(sim["accepted"].astype(np.float32))
-            model, _ = P.get_segnet(ctx, f"checkmask_{quality}_tau{tau:g}_p{noise:g}", "prior", clf, masks=masks,
-                                    accepted=acc, progress=progress, steps=P.mode_steps(ctx, "prior"),
-                                    lr=P.mode_lr(ctx, "prior"))
+            model, _ = P.get_segnet(ctx, f"checkmask_{quality}_tau{tau:g}_p{noise:g}{sfx}", "prior", clf, masks=masks,
+                                    accepted=acc, progress=progress, steps=steps, lr=lr)
             score(sweep_name(quality, tau, noise), model)
             meta[sweep_name(quality, tau, noise)] = {"accept_rate": sim["accept_rate"],
                                                      "mask_iou": evaluate_masks(masks >= 0.5, train.labels.long())["iou"]}
+    meta["steps"] = steps
     return {"conf": conf, "meta": meta}
 
 
 def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, device="auto", data_root=None,
-                    dataset: str = "toy_objects", sweep=None, progress: bool = True, n_resamples: int = 2000) -> dict:
+                    dataset: str = "toy_objects", sweep=None, steps: int | None = None, progress: bool = True,
+                    n_resamples: int = 2000) -> dict:
     """The check-mask sweep over seeds (sharing the seed folders of :func:`paper1_study`):
-    ``<out>/checkmask_study.{json,md}``, each cell's gain over the prior on the same masks."""
+    ``<out>/checkmask_study.{json,md}``, each cell's gain over the prior on the same masks. ``steps``
+    (:func:`run_checkmask_seed`): a shorter schedule for every net of the sweep, into
+    ``<out>/checkmask_study_steps<n>.{json,md}`` (its own scores files, never mixed with the default's)."""
     sweep = SWEEP if sweep is None else sweep
+    sfx = "" if steps is None else f"_steps{int(steps)}"
 
     def rows(results):
         return [Comparison(f"check-mask - prior: {q} masks, tau {t:g}, noise {p:g}", sweep_name(q, t, p),
                            f"cm/{q}/prior", target=0.02, need_ci_above=0.0) for q, t, p in sweep], []
 
-    return run_study(out, seeds, lambda ctx: run_checkmask_seed(ctx, sweep, progress=progress), rows,
-                     "Paper 1: where does check-mask help? (TEST mIoU, no CRF)", quick=quick, device=device,
-                     data_root=data_root, dataset=dataset, progress=progress, n_resamples=n_resamples,
-                     filename="checkmask_scores.pt", stem="checkmask_study", sections=("classifier", "masks", "crf", "seg"))
+    title = "Paper 1: where does check-mask help? (TEST mIoU, no CRF" + (f"; every net {int(steps)} steps)" if sfx else ")")
+    return run_study(out, seeds, lambda ctx: run_checkmask_seed(ctx, sweep, steps, progress=progress), rows,
+                     title, quick=quick, device=device, data_root=data_root, dataset=dataset, progress=progress,
+                     n_resamples=n_resamples, filename=f"checkmask_scores{sfx}.pt", stem=f"checkmask_study{sfx}",
+                     sections=("classifier", "masks", "crf", "seg"))
 
 
 # ----------------------------------------------------------------------------- choices on VAL
