@@ -43,6 +43,9 @@ def register(sub) -> None:
 
 
 def cmd_study(args) -> int:
+    if args.checkmask_steps is not None and (args.checkmask_steps < 1 or not args.checkmask or args.paper != "paper1"):
+        print("wsss: --checkmask-steps needs paper1 --checkmask and a positive number of steps", file=sys.stderr)
+        return 2
     from ..papers.study import default_study_dir  # lazy: `wsss --help` and other commands do not load every pipeline
     from ..papers.common import make_context  # lazy: `wsss --help` and other commands do not load every pipeline
 
@@ -76,19 +79,15 @@ def cmd_study(args) -> int:
                       file=sys.stderr)
         if args.choose_only:
             return 0
-    if args.checkmask_steps is not None and (args.checkmask_steps < 1 or not args.checkmask or args.paper != "paper1"):
-        print("wsss: --checkmask-steps needs paper1 --checkmask and a positive number of steps", file=sys.stderr)
-        return 2
     extra = {"masks_only": True} if args.masks_only and args.paper == "paper1" else {}
     seeds = args.seed_ids if args.seed_ids is not None else range(args.seeds)
     summary = study(out, seeds, args.quick, args.device, args.data_root, dataset,
                     progress=args.progress, n_resamples=args.resamples, **extra, **study_kw)
-    print(f"{out}/{'mask_study' if extra else 'study'}.md ({len(summary['seeds'])} seeds, {summary['wall_seconds'] / 60:.1f} min)")
+    print(f"{out}/{summary['stem']}.md ({len(summary['seeds'])} seeds, {summary['wall_seconds'] / 60:.1f} min)")
     if args.checkmask and args.paper == "paper1":
         from ..papers.study_paper1 import checkmask_study  # lazy: `wsss --help` and other commands do not load every pipeline
 
         cm = checkmask_study(out, seeds, args.quick, args.device, args.data_root, dataset, steps=args.checkmask_steps,
                              progress=args.progress, n_resamples=args.resamples)
-        sfx = "" if args.checkmask_steps is None else f"_steps{args.checkmask_steps}"
-        print(f"{out}/checkmask_study{sfx}.md ({len(cm['seeds'])} seeds, {cm['wall_seconds'] / 60:.1f} min)")
+        print(f"{out}/{cm['stem']}.md ({len(cm['seeds'])} seeds, {cm['wall_seconds'] / 60:.1f} min)")
     return 0

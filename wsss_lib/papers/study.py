@@ -134,7 +134,8 @@ def run_study(out, seeds: Sequence[int], score_seed: Callable, rows: Callable[[d
     ``score_seed(ctx)`` (-> ``{"conf", "meta"}``, resumable through :func:`run_seeds`, which rescores a seed
     whose stored scores lack a method of ``requires`` or were made with other presets in ``sections``,
     :func:`settings_fingerprint`), then the table of
-    ``rows(results)`` (-> ``(comparisons, mean rows[, item rows])``) written to ``<out>/<stem>.{json,md}``."""
+    ``rows(results)`` (-> ``(comparisons, mean rows[, item rows])``) written to ``<out>/<stem>.{json,md}``
+    (the summary records its ``stem``)."""
     t0 = time.time()
     fingerprint = settings_fingerprint(sections, quick, dataset) if sections else None
 
@@ -145,7 +146,7 @@ def run_study(out, seeds: Sequence[int], score_seed: Callable, rows: Callable[[d
                         fingerprint=fingerprint)
     comparisons, means, *items = rows(results)
     summary = summarise(results, comparisons, means, items[0] if items else (), n_resamples=n_resamples)
-    summary.update(wall_seconds=time.time() - t0, quick=bool(quick), dataset=dataset)
+    summary.update(wall_seconds=time.time() - t0, quick=bool(quick), dataset=dataset, stem=stem)
     write_study(out, summary, title + (" (quick sizes)" if quick else ""), stem)
     return summary
 
