@@ -74,9 +74,17 @@ def test_study_cli_chooses_on_val_runs_seeds_and_resumes(tiny, capsys):
         assert r["low"] <= r["value"] + 1e-9 and r["value"] <= r["high"] + 1e-9, r
         assert len(r["per_seed"]) == 2
     cm = json.loads((out / "checkmask_study.json").read_text())
-    assert len(cm["comparisons"]) == len(S.SWEEP)
+    assert len(cm["comparisons"]) == 1 + 2 * len(S.SWEEP)  # the VAL-chosen cell, then every cell on TEST and VAL
     for r in cm["comparisons"]:
-        assert r["b"].endswith("/prior") and r["a"].split("/")[1] == r["b"].split("/")[1]  # same candidate masks
+        assert r["b"].endswith("/prior") and r["a"].split("/")[-2] == r["b"].split("/")[-2]  # same candidate masks
+        assert r["a"].startswith("val/") == r["b"].startswith("val/")  # a split is compared with itself
+    scores = {s: torch.load(out / f"seed_{s}" / "checkmask_scores.pt", weights_only=False) for s in (0, 1)}
+    choice = S.checkmask_val_choice(scores, S.SWEEP)
+    gains = {r["a"]: r["value"] for r in cm["comparisons"] if r["a"].startswith("val/")}
+    assert choice["chosen"] == max(S.SWEEP, key=lambda cell: gains["val/" + S.sweep_name(*cell)])
+    first, *rest = cm["comparisons"]  # only the VAL-chosen cell carries the target, scored on TEST
+    assert first["a"] == S.sweep_name(*choice["chosen"]) and first["target"] == 0.02
+    assert all(r["target"] is None for r in rest)
     md = (out / "study.md").read_text()
     assert "prior - CAM, masks raw" in md and "95 %" in md
     assert_study_resumes(argv, out, summary, capsys)  # a finished seed is read back, never recomputed
@@ -137,7 +145,7 @@ def test_checkmask_sweep_at_a_shorter_schedule_keeps_its_own_nets_and_table(tiny
     assert "--checkmask-steps needs" in capsys.readouterr().err and not out.exists()
     assert main(base + ["--checkmask", "--checkmask-steps", "2"]) == 0
     cm = json.loads((out / "checkmask_study_steps2.json").read_text())
-    assert len(cm["comparisons"]) == len(S.SWEEP) and "2 steps" in (out / "checkmask_study_steps2.md").read_text()
+    assert len(cm["comparisons"]) == 1 + 2 * len(S.SWEEP) and "2 steps" in (out / "checkmask_study_steps2.md").read_text()
     assert not (out / "checkmask_study.json").exists()
     ck = out / "seed_0" / "checkpoints"
     nets = {p.name for p in ck.glob("segnet_*.pt")}

@@ -27,11 +27,12 @@ from ..core.config import preset
 from ..core.errors import InvalidInputError
 from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.metrics import per_image_confusion
+from ..core.stats import seed_mious
 from ..ops.checkmask import simulate_checkmask
 from ..ops.masks import choose_threshold, evaluate_masks, floor_mask, lowlevel_objectness, refine_masks
 from . import paper1 as P
 from .common import chosen_point, climb_steps_grid, grid_tag
-from .study import Comparison, run_study
+from .study import Comparison, run_study, stack
 
 # the low-level baseline's VAL grid [ours]: (kind, Gaussian scale in px)
 LOWLEVEL_GRID = [(kind, sigma) for kind in ("gradient", "variance") for sigma in (2.0, 4.0, 8.0)]
@@ -182,8 +183,9 @@ def sweep_name(quality: str, tau: float, noise: float) -> str:
 
 
 def run_checkmask_seed(ctx, sweep=None, steps: int | None = None, progress: bool = False) -> dict:
-    """Check-mask against the prior trained on the SAME candidate masks, for every sweep cell, on TEST:
-    ``{"conf": {"cm/<quality>/prior": ..., "cm/<quality>/tau<t>_p<p>": ...}, "meta": {cell: accept rate}}``.
+    """Check-mask against the prior trained on the SAME candidate masks, for every sweep cell, on TEST
+    and on VAL (``val/`` + the name): ``{"conf": {"cm/<quality>/prior": ..., "cm/<quality>/tau<t>_p<p>": ...,
+    "val/cm/...": ...}, "meta": {cell: accept rate}}``.
     Rejected images keep the tag term (the "seg" preset's ``rejected``). ``steps``: every net of the sweep
     (both arms) trains this many steps instead of the prior's VAL-chosen ones (None), into checkpoints
     named ``..._steps<n>`` -- a cheaper sweep, paired like for like, but not at the chosen schedule."""
@@ -192,14 +194,15 @@ def run_checkmask_seed(ctx, sweep=None, steps: int | None = None, progress: bool
     steps = chosen if steps is None else int(steps)
     sfx = "" if steps == chosen else f"_steps{steps}"
     clf, _ = P.get_tag_classifier(ctx, progress=progress)
-    train, test = P.load_split(ctx, "train"), P.load_split(ctx, "test")
-    c = test.info.num_classes
-    tl = test.labels.long()
+    train = P.load_split(ctx, "train")
+    labels = {split: P.load_split(ctx, split).labels.long() for split in ("test", "val")}
+    c = train.info.num_classes
     conf, meta = {}, {}
 
-    def score(name: str, model):
-        pred = P.evaluate_segnet(ctx, model, "test", crf=False, return_predictions=True)["pred"]
-        conf[name] = per_image_confusion(tl, pred, c)
+    def score(name: str, model):  # TEST as <name>; VAL (where a regime is chosen) as val/<name>
+        for split, prefix in (("test", ""), ("val", "val/")):
+            pred = P.evaluate_segnet(ctx, model, split, crf=False, return_predictions=True)["pred"]
+            conf[prefix + name] = per_image_confusion(labels[split], pred, c)
 
     for quality in dict.fromkeys(q for q, _, _ in sweep):
         masks = candidate_masks(ctx, clf, quality)
@@ -231,15 +234,37 @@ def checkmask_study(out, seeds: Sequence[int] = (0, 1, 2), quick: bool = False, 
     sweep = SWEEP if sweep is None else sweep
     sfx = "" if steps is None else f"_steps{int(steps)}"
 
-    def rows(results):
-        return [Comparison(f"check-mask - prior: {q} masks, tau {t:g}, noise {p:g}", sweep_name(q, t, p),
-                           f"cm/{q}/prior", target=0.02, need_ci_above=0.0) for q, t, p in sweep], []
+    def label(cell) -> str:
+        return f"{cell[0]} masks, tau {cell[1]:g}, noise {cell[2]:g}"
 
-    title = "Paper 1: where does check-mask help? (TEST mIoU, no CRF" + (f"; every net {int(steps)} steps)" if sfx else ")")
+    def rows(results):
+        best = checkmask_val_choice(results, sweep)["chosen"]
+        chosen = Comparison(f"chosen on VAL ({label(best)}): check-mask - prior", sweep_name(*best),
+                            f"cm/{best[0]}/prior", target=0.02, need_ci_above=0.0)
+        test = [Comparison(f"check-mask - prior: {label(cell)}", sweep_name(*cell), f"cm/{cell[0]}/prior")
+                for cell in sweep]
+        val = [Comparison(f"VAL: check-mask - prior: {label(cell)}", "val/" + sweep_name(*cell),
+                          f"val/cm/{cell[0]}/prior") for cell in sweep]
+        return [chosen, *test, *val], []
+
+    title = ("Paper 1: where does check-mask help? (mIoU, no CRF" + (f"; every net {int(steps)} steps" if sfx else "")
+             + "; the regime with the best mean VAL gain is the targeted row, the other TEST rows describe the sweep, "
+               "the VAL rows are the same nets on the VAL images)")
     return run_study(out, seeds, lambda ctx: run_checkmask_seed(ctx, sweep, steps, progress=progress), rows,
                      title, quick=quick, device=device, data_root=data_root, dataset=dataset, progress=progress,
                      n_resamples=n_resamples, filename=f"checkmask_scores{sfx}.pt", stem=f"checkmask_study{sfx}",
-                     sections=("classifier", "masks", "crf", "seg"))
+                     sections=("classifier", "masks", "crf", "seg"),
+                     requires=["val/" + sweep_name(*cell) for cell in sweep])
+
+
+def checkmask_val_choice(results: dict, sweep=None) -> dict:
+    """The sweep cell ``(quality, tau, noise)`` whose check-mask net gains most over the prior on the same
+    masks in mean VAL mIoU over seeds (``results``: :func:`run_checkmask_seed`'s scores per seed):
+    ``{"chosen": cell, "val_gain": {cell: gain}}``. TEST is then scored once, for that cell."""
+    sweep = SWEEP if sweep is None else sweep
+    gain = {cell: float(np.mean(seed_mious(stack(results, "val/" + sweep_name(*cell)))
+                                - seed_mious(stack(results, f"val/cm/{cell[0]}/prior")))) for cell in sweep}
+    return {"chosen": max(gain, key=gain.get), "val_gain": gain}
 
 
 # ----------------------------------------------------------------------------- choices on VAL
