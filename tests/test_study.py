@@ -134,6 +134,22 @@ def test_paper1_grid_preset_point_is_the_study_net(tiny):
     assert not list(ck.glob("cam_classifier_steps*.pt"))
 
 
+def test_refined_masks_are_the_same_computed_or_read_back(tiny):
+    """The CRF'd probabilities a run computes are exactly those a later run reads from the cache (float16),
+    so masks binarised at 0.5 -- and every net keyed by their fingerprint -- never differ between the two
+    (a later run once retrained the check-mask sweep's nets whose masks had flipped at a few pixels)."""
+    from wsss_lib.papers import paper1 as P
+
+    ctx = make_context(tiny / "data", tiny / "run", "cpu", True, 0, "toy_objects", name="study")
+    clf, _ = P.get_tag_classifier(ctx, progress=False)
+    fused = P.compute_masks(ctx, clf, "train", layers=["conv4", "conv5"])["fused"]
+    computed = P.refine_split(ctx, "train", fused, 0.5)
+    assert list((tiny / "run" / "masks").glob("train_crf_*.pt"))  # cached
+    read_back = P.refine_split(ctx, "train", fused, 0.5)
+    np.testing.assert_array_equal(computed, read_back)
+    assert computed.dtype == np.float32 and ((computed >= 0) & (computed <= 1)).all()
+
+
 def test_checkmask_sweep_at_a_shorter_schedule_keeps_its_own_nets_and_table(tiny, capsys):
     """``--checkmask-steps N``: both arms of every sweep cell train N steps (paired like for like) into
     their own ``_steps<N>`` checkpoints and table, never mixed with the sweep at the chosen schedule."""

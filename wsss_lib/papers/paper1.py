@@ -261,7 +261,11 @@ def refine_split(ctx, split: str, maps: torch.Tensor, threshold: float, params=N
     if q is None:
         q = refine_masks(ds.uint8_images(), maps, threshold, params, workers=_preset(ctx, "crf")["workers"],
                          progress=progress, device=ctx.device)
-        save_checkpoint({"probs": torch.from_numpy(q).half(), "key": plain_config(key)}, path)
+        stored = torch.from_numpy(q).half()
+        save_checkpoint({"probs": stored, "key": plain_config(key)}, path)
+        # return exactly what a later cache hit returns (float16-rounded): masks binarised at 0.5, and the
+        # nets keyed by their fingerprint, then agree between the run that computed them and every later one
+        q = stored.float().numpy()
     if write_png:
         write_masks(Path(ctx.out) / "masks" / f"{split}_crf", ds.ids, list(q >= 0.5))
     return q
