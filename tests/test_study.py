@@ -184,6 +184,31 @@ def test_masks_only_study_trains_no_segmentation_net(tiny):
     assert (out / "seed_1" / "mask_scores.pt").is_file()
 
 
+def test_fusion_sweep_scores_val_only_and_its_preset_row_is_the_study_prior(tiny, capsys):
+    """``--fusion``: every variant of the prior's fusion scored on VAL only (each at its own VAL threshold), the
+    preset's variant exactly the prior the study uses (same maps, same threshold), compared to the low-level cues."""
+    out = tiny / "study"
+    argv = ["study", "paper1", "--seeds", "1", "--out", str(out), "--data-root", str(tiny / "data"), "--device",
+            "cpu", "--quick", "--masks-only", "--fusion", "--resamples", "100", "--no-progress"]
+    assert main(argv) == 0 and "fusion_study.md" in capsys.readouterr().out
+    summ = json.loads((out / "fusion_study.json").read_text())
+    grid = summ["meta"]["0"]["grid"]
+    assert len(grid) == len(S.FUSION_LAYERS) * len(S.FUSION_AGGREGATES)  # the preset's fusion is in the grid
+    own = summ["meta"]["0"]["preset"]
+    assert own == "val/fusion/conv3+conv4+conv5/mean" and own in grid
+    assert len(summ["comparisons"]) == len(grid) and all(r["b"] == own for r in summ["comparisons"][:-1])
+    assert summ["comparisons"][-1]["b"] == "val/lowlevel"
+    res = torch.load(out / "seed_0" / "fusion_scores.pt", weights_only=True)
+    assert all(k.startswith("val/") for k in res["conf"])  # TEST is not scored
+    ctx = make_context(tiny / "data", out / "seed_0", "cpu", True, 0, "toy_objects", name="study")
+    clf, _ = S.P.get_tag_classifier(ctx, progress=False)
+    fused = S.P.compute_masks(ctx, clf, "val")["fused"]
+    th = S.P.choose_thresholds(ctx, {"fused": fused, "cam": fused})["fused"]
+    assert res["meta"]["thresholds"][own] == th
+    np.testing.assert_array_equal(res["conf"][own].numpy(), S.mask_confusion(fused >= th, S.P.load_split(ctx, "val").labels))
+    assert "conv4+conv5/mean - preset (conv3+conv4+conv5/mean)" in (out / "fusion_study.md").read_text()
+
+
 def test_summarise_flags_targets(tmp_path):
     rng = np.random.default_rng(0)
     lab = rng.integers(0, 2, size=(30, 6, 6))

@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--checkmask-steps", type=int, default=None,
                    help="paper1: every net of the check-mask sweep trains this many steps instead of the prior's "
                         "VAL-chosen ones (a cheaper sweep, both arms alike) -> <out>/checkmask_study_steps<N>.md")
+    p.add_argument("--fusion", action="store_true",
+                   help="paper1: also the VAL sweep of the prior's layer fusion (layer sets x channel aggregate, raw "
+                        "masks) on the same seeds' classifiers -> <out>/fusion_study.md (TEST not scored)")
     p.add_argument("--masks-only", action="store_true",
                    help="paper1: only the fg/bg mask comparisons (no segmentation nets) -> <out>/mask_study.md")
     p.add_argument("--seed-ids", type=int, nargs="+", default=None,
@@ -90,4 +93,10 @@ def cmd_study(args) -> int:
         cm = checkmask_study(out, seeds, args.quick, args.device, args.data_root, dataset, steps=args.checkmask_steps,
                              progress=args.progress, n_resamples=args.resamples)
         print(f"{out}/{cm['stem']}.md ({len(cm['seeds'])} seeds, {cm['wall_seconds'] / 60:.1f} min)")
+    if args.fusion and args.paper == "paper1":
+        from ..papers.study_paper1 import fusion_study  # lazy: `wsss --help` and other commands do not load every pipeline
+
+        fu = fusion_study(out, seeds, args.quick, args.device, args.data_root, dataset, progress=args.progress,
+                          n_resamples=args.resamples)
+        print(f"{out}/{fu['stem']}.md ({len(fu['seeds'])} seeds, {fu['wall_seconds'] / 60:.1f} min)")
     return 0

@@ -48,8 +48,10 @@ PRESETS: dict[str, dict[str, dict]] = {
     "masks": {
         # channel means, summed, min-max to [0, 1] [summary]; alignment/normalisation [ours]. Layers: the
         # paper's are conv4 + conv5 [summary]; our default conv3 + conv4 + conv5 [ours] is the best
-        # fusion on VAL for the from-scratch SmallVGG (seed 0, TEST mask IoU after the CRF 0.661 vs
-        # 0.632); notebooks 02/03 record the paper's layers side by side (*_paper_layers)
+        # fusion on VAL for the from-scratch SmallVGG (`wsss study paper1 --masks-only --fusion`, 5 seeds'
+        # classifiers, raw VAL fg IoU: 51.6 vs the paper's layers 47.7, -3.9 [-6.8, -1.3]; of 12 layer-set x
+        # channel-aggregate variants none beats it with an interval above 0, the l2 aggregate +1.6 [-0.2, +3.1]);
+        # notebooks 02/03 record the paper's layers side by side (*_paper_layers)
         "default": {"layers": ["conv3", "conv4", "conv5"], "weights": None, "aggregate": "mean", "normalize": "minmax",
                     "align": "largest", "normalize_each": False, "cam_normalize": "max",
                     "thresholds": [round(0.05 * i, 2) for i in range(1, 20)]},

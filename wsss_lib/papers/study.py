@@ -232,7 +232,7 @@ def markdown(summary: dict, title: str) -> str:
     conf = summary["comparisons"][0]["confidence"] if summary["comparisons"] else 0.95
     lines = [f"## {title}", "",
              f"{len(summary['seeds'])} seeds ({', '.join(map(str, summary['seeds']))}), "
-             f"{summary['n_images']} test images; {100 * conf:.0f} % intervals from a bootstrap over seeds and "
+             f"{summary['n_images']} images per seed (TEST unless a row says VAL); {100 * conf:.0f} % intervals from a bootstrap over seeds and "
              f"images (scipy.stats.bootstrap, percentile).", "",
              "| comparison | A | B | A - B (or A / B) | 95 % CI | per seed | target | met |",
              "|---|---|---|---|---|---|---|---|"]

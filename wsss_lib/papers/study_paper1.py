@@ -11,7 +11,8 @@ Per seed (its own run folder, every step cached by :mod:`~wsss_lib.papers.paper1
 * segmentation nets ``prior``, ``tags``, ``full``, ``checkmask``, raw and with the CRF.
 
 :func:`choose_paper1` makes the schedule and CRF choices on VAL (seed 0) and writes them to
-``<out>/choices.json``; the presets hold the chosen values.
+``<out>/choices.json``; the presets hold the chosen values. :func:`fusion_study` sweeps the prior's layer
+fusion on VAL over every seed's classifier (a diagnostic of the preset's fusion; TEST not scored).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from ..core.io import atomic_write_bytes, to_jsonable
 from ..core.metrics import per_image_confusion
 from ..core.stats import seed_mious
 from ..ops.checkmask import simulate_checkmask
-from ..ops.masks import choose_threshold, evaluate_masks, floor_mask, lowlevel_objectness, refine_masks
+from ..ops.masks import (choose_threshold, evaluate_masks, extract_variants, floor_mask, lowlevel_objectness,
+                         refine_masks)
 from . import paper1 as P
 from .common import chosen_point, climb_steps_grid, grid_tag
 from .study import Comparison, run_study, stack
@@ -153,6 +155,80 @@ def paper1_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = Fals
                      device=device, data_root=data_root, dataset=dataset, progress=progress, n_resamples=n_resamples,
                      requires=[f"seg/{k}" for k in kinds], sections=MASK_SECTIONS + (() if masks_only else ("seg",)),
                      **({"filename": "mask_scores.pt", "stem": "mask_study"} if masks_only else {}))
+
+
+# ----------------------------------------------------------------------------- the prior's fusion on VAL
+
+# the fusion grid [ours]: layer sets x channel aggregate (the other options of the "masks" preset kept); a
+# VAL-only sweep of the choice the preset holds (conv3 + conv4 + conv5, channel mean), on every seed's classifier
+FUSION_LAYERS = (("conv3", "conv4", "conv5"), ("conv4", "conv5"), ("conv3", "conv4"), ("conv2", "conv3", "conv4", "conv5"))
+FUSION_AGGREGATES = ("mean", "l2", "max")
+
+
+def fusion_name(layers: Sequence[str], aggregate: str) -> str:
+    """Scored-method name of one fusion variant, e.g. ``val/fusion/conv4+conv5/mean``."""
+    return f"val/fusion/{'+'.join(layers)}/{aggregate}"
+
+
+def fusion_grid(ctx) -> dict[str, dict]:
+    """``{method name: fuse_activations keywords}``: :data:`FUSION_LAYERS` x :data:`FUSION_AGGREGATES`
+    plus the preset's own fusion (always in, so the sweep compares against what the study uses)."""
+    m = P.mask_config(ctx)
+    keep = {"normalize": m["normalize"], "align": m["align"], "normalize_each": m["normalize_each"]}
+    grid = {fusion_name(L, a): {"layers": list(L), "aggregate": a, "weights": None, **keep}
+            for L in FUSION_LAYERS for a in FUSION_AGGREGATES}
+    grid[fusion_name(m["layers"], m["aggregate"])] = {"layers": list(m["layers"]), "aggregate": m["aggregate"],
+                                                      "weights": m["weights"], **keep}
+    return grid
+
+
+def run_fusion_seed(ctx, progress: bool = False) -> dict:
+    """VAL mask confusions ``(N, 2, 2)`` of every fusion variant (:func:`fusion_grid`) of the seed's tag
+    classifier, raw, each at its own threshold chosen on VAL (so every variant, and the low-level baseline
+    ``val/lowlevel`` beside them, gets the same optimistic choice); TEST is not touched. The maps are
+    rounded to float16 as :func:`~wsss_lib.papers.paper1.compute_masks` caches them, so the preset's
+    variant scores exactly what the study's prior scores on VAL."""
+    clf, _ = P.get_tag_classifier(ctx, progress=progress)
+    val = P.load_split(ctx, "val")
+    vl = val.labels.long()
+    thresholds = P.mask_config(ctx)["thresholds"]
+    maps = extract_variants(clf, val.images.float().div(255.0), fusion_grid(ctx), device=ctx.device)
+    conf, th = {}, {}
+    for name, m in maps.items():
+        m = m.half().float()
+        th[name] = choose_threshold(m, vl, thresholds)[0]
+        conf[name] = mask_confusion(m >= th[name], vl)
+    low = choose_lowlevel(ctx)
+    conf["val/lowlevel"] = mask_confusion(lowlevel_maps(ctx, "val", low["kind"], low["sigma"]) >= low["threshold"], vl)
+    return {"conf": conf, "meta": {"thresholds": th, "lowlevel": low}}
+
+
+def fusion_study(out, seeds: Sequence[int] = (0, 1, 2, 3, 4), quick: bool = False, device="auto", data_root=None,
+                 dataset: str = "toy_objects", progress: bool = True, n_resamples: int = 2000) -> dict:
+    """The prior's fusion on VAL over seeds (sharing the seed folders, so the classifiers, of
+    :func:`paper1_study`): ``<out>/fusion_study.{json,md}``, each variant's VAL fg IoU (raw) against the
+    preset's fusion, and the preset's against the low-level baseline, with 95 % intervals. A diagnostic of
+    a VAL choice: nothing here is scored on TEST."""
+    def rows(results):
+        s = min(results)
+        grid, own = results[s]["meta"]["grid"], results[s]["meta"]["preset"]
+        comps = [Comparison(f"VAL: {name[len('val/fusion/'):]} - preset ({own[len('val/fusion/'):]})", name, own,
+                            classes=(1,)) for name in grid if name != own]
+        comps.append(Comparison("VAL: preset fusion - low-level cues", own, "val/lowlevel", classes=(1,)))
+        means = [(f"VAL fg IoU: {name[len('val/fusion/'):]}", name, (1,)) for name in grid]
+        return comps, means + [("VAL fg IoU: low-level cues", "val/lowlevel", (1,))]
+
+    def score(ctx):
+        res = run_fusion_seed(ctx, progress=progress)
+        m = P.mask_config(ctx)
+        res["meta"].update(grid=list(fusion_grid(ctx)), preset=fusion_name(m["layers"], m["aggregate"]))
+        return res
+
+    title = ("Paper 1: the prior's layer fusion on VAL (fg IoU of the raw masks; each variant's threshold chosen "
+             "on the same VAL images; a diagnostic of a VAL choice, TEST not scored)")
+    return run_study(out, seeds, score, rows, title, quick=quick, device=device, data_root=data_root,
+                     dataset=dataset, progress=progress, n_resamples=n_resamples, filename="fusion_scores.pt",
+                     stem="fusion_study", sections=("classifier", "masks"))
 
 
 # ----------------------------------------------------------------------------- check-mask sweep
