@@ -141,6 +141,49 @@ def test_objects_labels_consistent_with_objects(many_images):
         assert 0 < band.mean() < 0.1                                            # thin boundary band
 
 
+def test_objects_textured_clutter_off_is_the_default_data_and_bad_values_raise():
+    for i in range(3):
+        a, b = generate_image(0, "val", i), generate_image(0, "val", i, textured_clutter=0.0)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert "textured_clutter" not in toy_objects_manifest()["params"]  # the default folder's manifest is unchanged
+    assert toy_objects_manifest(textured_clutter=2.0)["params"]["textured_clutter"] == 2.0
+    for bad in (-0.5, 11.0):
+        with pytest.raises(InvalidInputError, match="textured_clutter"):
+            toy_objects_manifest(textured_clutter=bad)
+
+
+def test_objects_textured_clutter_takes_texture_energy_away_from_the_objects():
+    """The textured variant's point: on the same number of images, texture energy separates the objects
+    from the background less well (the best low-level map's fg IoU on VAL-style images falls), while the
+    objects themselves are drawn as before (same classes, areas, visibility rules)."""
+    import torch
+    from wsss_lib.ops.masks import choose_threshold, lowlevel_objectness
+
+    def lowlevel_iou(tc):
+        imgs, labs = zip(*[generate_image(0, "stats", i, textured_clutter=tc)[:2] for i in range(40)])
+        x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
+        lab = torch.from_numpy(np.stack(labs)).long()
+        th, scores = choose_threshold(lowlevel_objectness(x, sigma=8.0, kind="gradient"), lab,
+                                      [round(0.05 * i, 2) for i in range(1, 20)])
+        return scores[th]
+
+    plain, textured = lowlevel_iou(0.0), lowlevel_iou(2.0)
+    assert textured < plain - 0.05, (plain, textured)
+    objs = [generate_image(0, "stats", i, textured_clutter=2.0)[2] for i in range(40)]
+    assert all(1 <= len(o) <= 3 and all(d["visible"] >= 0.5 for d in o) for o in objs)
+
+
+def test_registry_textured_variant_has_its_own_folder_and_preset(tmp_path):
+    info, samples = load_dataset("toy_objects_textured", tmp_path / "data", "val", n_train=2, n_val=3, n_test=1,
+                                 workers=1)
+    assert len(samples) == 3 and info.classes == CLASSES
+    params = json.loads((tmp_path / "data" / "manifest.json").read_text())["params"]
+    assert params["textured_clutter"] == PRESETS["toy_objects_textured"]["default"]["textured_clutter"] > 0
+    _, samples = load_dataset("toy_objects_textured", tmp_path / "data", "val")  # existing one used as is
+    assert len(samples) == 3
+
+
 def test_objects_colour_alone_does_not_separate_fg_bg(objects_root):
     info, train = load_toy_objects(objects_root, "train")
     _, val = load_toy_objects(objects_root, "val")

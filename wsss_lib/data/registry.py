@@ -3,6 +3,7 @@
 Names and default roots (relative to :func:`default_data_root`)::
 
     toy_objects      toy/objects        generated on first use (ensure_toy_objects)
+    toy_objects_textured  toy/objects_textured  the same, background blobs in the objects' textures
     toy_streets      toy/streets        generated on first use (ensure_toy_streets)
     voc              voc                holding VOCdevkit/VOC2012           splits train, val, trainval, test
     voc_aug          voc                + benchmark_RELEASE (SBD)           split train -> train_aug; val/test as voc
@@ -23,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.config import PRESETS
 from ..core.errors import InvalidInputError
 from ..core.io import read_label
 from .base import DatasetInfo, Sample, tags_from_label
@@ -33,11 +35,12 @@ from .toy_streets import ensure_toy_streets, load_toy_streets
 from .voc import load_voc
 from .youtube_objects import load_youtube_objects
 
-DATASETS = ("toy_objects", "toy_streets", "voc", "voc_aug", "cityscapes", "camvid", "youtube_objects")
-DEFAULT_SUBDIR = {"toy_objects": "toy/objects", "toy_streets": "toy/streets", "voc": "voc", "voc_aug": "voc",
+DATASETS = ("toy_objects", "toy_objects_textured", "toy_streets", "voc", "voc_aug", "cityscapes", "camvid",
+            "youtube_objects")
+DEFAULT_SUBDIR = {"toy_objects": "toy/objects", "toy_objects_textured": "toy/objects_textured", "toy_streets": "toy/streets", "voc": "voc", "voc_aug": "voc",
                   "cityscapes": "cityscapes", "camvid": "camvid", "youtube_objects": "youtube_objects"}
 # a file/folder that marks a folder as the dataset's own root
-_MARKERS = {"toy_objects": ("manifest.json",), "toy_streets": ("manifest.json",),
+_MARKERS = {"toy_objects": ("manifest.json",), "toy_objects_textured": ("manifest.json",), "toy_streets": ("manifest.json",),
             "voc": ("VOCdevkit", "VOC2012", "JPEGImages"), "voc_aug": ("VOCdevkit", "VOC2012", "JPEGImages"),
             "cityscapes": ("leftImg8bit",), "camvid": ("trainannot", "CamVid"),
             "youtube_objects": tuple(["aeroplane", "bird", "boat", "car", "cat", "cow", "dog", "horse", "motorbike",
@@ -87,9 +90,11 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     Problems with the files raise :class:`~wsss_lib.core.errors.DatasetLayoutError`.
     """
     path = resolve_root(name, root)
-    if name == "toy_objects":
+    if name in ("toy_objects", "toy_objects_textured"):
         if kwargs or not (path / "manifest.json").is_file():
-            ensure_toy_objects(path, **kwargs)
+            # the textured variant's generator parameters default to its preset (the plain one's are ensure_toy_objects')
+            base = PRESETS[name]["default"] if name == "toy_objects_textured" else {}
+            ensure_toy_objects(path, **{**base, **kwargs})
         return load_toy_objects(path, split)
     if name == "toy_streets":
         if kwargs or not (path / "manifest.json").is_file():

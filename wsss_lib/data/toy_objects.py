@@ -73,7 +73,7 @@ def toy_objects_info() -> DatasetInfo:
 
 
 def _params(size=_DEF["size"], n_train=_DEF["n_train"], n_val=_DEF["n_val"], n_test=_DEF["n_test"], seed=_DEF["seed"], min_area=0.02, max_area=0.4,
-            object_probs=(0.4, 0.35, 0.25), dup_prob=0.15, boundary=1, jpeg_quality=92) -> dict:
+            object_probs=(0.4, 0.35, 0.25), dup_prob=0.15, boundary=1, jpeg_quality=92, textured_clutter=0.0) -> dict:
     if isinstance(size, (int, np.integer)):
         size = (int(size), int(size))
     size = [int(size[0]), int(size[1])]
@@ -87,9 +87,13 @@ def _params(size=_DEF["size"], n_train=_DEF["n_train"], n_val=_DEF["n_val"], n_t
     for n in (n_train, n_val, n_test):
         if int(n) < 0:
             raise InvalidInputError(f"split sizes must be >= 0, got {(n_train, n_val, n_test)}")
+    if not 0.0 <= float(textured_clutter) <= 10.0:
+        raise InvalidInputError(f"textured_clutter (mean textured blobs per image) must be in [0, 10], got {textured_clutter}")
+    # textured_clutter enters the manifest only when on, so the default dataset's manifest (and files) stay as they were
     return {"size": size, "splits": {"train": int(n_train), "val": int(n_val), "test": int(n_test)},
             "seed": int(seed), "min_area": float(min_area), "max_area": float(max_area), "object_probs": probs,
-            "dup_prob": float(dup_prob), "boundary": int(boundary), "jpeg_quality": int(jpeg_quality)}
+            "dup_prob": float(dup_prob), "boundary": int(boundary), "jpeg_quality": int(jpeg_quality),
+            **({"textured_clutter": float(textured_clutter)} if float(textured_clutter) > 0 else {})}
 
 
 # ------------------------------------------------------------------------------------------ drawing
@@ -110,8 +114,18 @@ def _irregular_blob(rng: np.random.Generator, center, radius: float) -> np.ndarr
     return np.stack([center[0] + r * np.cos(t), center[1] + r * np.sin(t)], axis=1)
 
 
-def render_background(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Cluttered background ``float32 (H, W, 3)`` in [0, 255] (colours from the shared distribution)."""
+# the objects' own periodic / 3-5 px textures (not "plain": plain blobs are already clutter)
+OBJECT_TEXTURES = tuple(sorted({t for t in CLASS_TEXTURE.values() if t != "plain"}))
+
+
+def render_background(rng: np.random.Generator, shape: tuple[int, int], textured_clutter: float = 0.0) -> np.ndarray:
+    """Cluttered background ``float32 (H, W, 3)`` in [0, 255] (colours from the shared distribution).
+
+    ``textured_clutter`` [ours]: the mean number of extra object-sized blobs (0 to 2x that many, area
+    log-uniform in [2 %, 25 %] of the image, drawn under the objects) that wear one of the objects' own
+    textures (:data:`OBJECT_TEXTURES`, two colours as far apart as an object's), so texture energy alone
+    no longer singles out the objects; their shapes still do (the blobs are irregular 5-9-gons, never one
+    of the six class shapes). 0 (the default) draws exactly the background it always did."""
     h, w = shape
     c1, c2 = _two_colors(rng, 40.0)
     base_kind = "blotch" if rng.random() < 0.6 else "gradient"
@@ -142,12 +156,22 @@ def render_background(rng: np.random.Generator, shape: tuple[int, int]) -> np.nd
             else:  # fine grain: per-pixel noise between two close-ish colours
                 fill = blend(texture_pattern("grain", shape, rng), color, color * 0.6 + c2 * 0.4)
         img[mask] = fill[mask]
+    if textured_clutter > 0:  # object-sized irregular blobs in the objects' textures, under the objects
+        for _ in range(int(rng.integers(0, int(round(2 * textured_clutter)) + 1))):
+            radius = np.sqrt(np.exp(rng.uniform(np.log(0.02), np.log(0.25))) * h * w / np.pi)
+            center = (rng.uniform(0, w), rng.uniform(0, h))
+            mask = fill_polygons(shape, [_irregular_blob(rng, center, radius * 1.2)])
+            a, b = _two_colors(rng)
+            fill = blend(texture_pattern(str(rng.choice(OBJECT_TEXTURES)), shape, rng, center), a, b) * \
+                shading(shape, rng, 0.15)
+            img[mask] = fill[mask]
     return img
 
 
 def generate_image(seed: int, split: str, index: int, size: Sequence[int] = (96, 96), min_area: float = 0.02,
                    max_area: float = 0.4, object_probs: Sequence[float] = (0.4, 0.35, 0.25), dup_prob: float = 0.15,
-                   boundary: int = 1, noise: float = 2.5, **_ignored) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+                   boundary: int = 1, noise: float = 2.5, textured_clutter: float = 0.0,
+                   **_ignored) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Render one ToyObjects image (pure function of ``(seed, split, index)`` and the parameters).
 
     Returns ``image uint8 (H, W, 3)`` (before JPEG), ``label uint8 (H, W)`` (0..6, 255 band) and the
@@ -156,7 +180,7 @@ def generate_image(seed: int, split: str, index: int, size: Sequence[int] = (96,
     h, w = int(size[0]), int(size[1])
     shape = (h, w)
     rng = rng_for(seed, "toy_objects", split, index)
-    img = render_background(rng, shape)
+    img = render_background(rng, shape, textured_clutter)
     n = int(rng.choice(np.arange(1, len(object_probs) + 1), p=np.asarray(object_probs)))
     cls = [int(c) for c in rng.integers(1, len(CLASSES), n)]
     if n >= 2 and rng.random() < dup_prob:
@@ -280,16 +304,19 @@ def ensure_toy_objects(root: str | os.PathLike = "data/toy/objects", *, size: in
                        seed: int = _DEF["seed"],
                        min_area: float = 0.02, max_area: float = 0.4,
                        object_probs: Sequence[float] = (0.4, 0.35, 0.25), dup_prob: float = 0.15,
-                       boundary: int = 1, jpeg_quality: int = 92, workers: int | None = None) -> Path:
+                       boundary: int = 1, jpeg_quality: int = 92, textured_clutter: float = 0.0,
+                       workers: int | None = None) -> Path:
     """Generate ToyObjects under ``root`` unless an identical one (same manifest, all files) is there.
 
-    Returns the resolved root. Regeneration is atomic and process-safe (see
+    ``textured_clutter`` > 0: that many object-textured blobs per image on average in the background
+    (:func:`render_background`; the ``toy_objects_textured`` dataset). Returns the resolved root.
+    Regeneration is atomic and process-safe (see
     :func:`~wsss_lib.data.textures.ensure_generated`). ``workers`` (default ``min(2, cores)``) only
     changes speed, never the bytes written.
     """
     kw = dict(size=size, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, min_area=min_area,
               max_area=max_area, object_probs=object_probs, dup_prob=dup_prob, boundary=boundary,
-              jpeg_quality=jpeg_quality)
+              jpeg_quality=jpeg_quality, textured_clutter=textured_clutter)
     manifest = toy_objects_manifest(**kw)
     p = manifest["params"]
     if workers is None:

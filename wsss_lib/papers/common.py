@@ -36,7 +36,7 @@ from ..core.runtime import seed_everything, select_device
 from ..core.config import PROFILES, preset
 from ..data.registry import default_data_root, load_dataset
 
-TOY_DATASETS = ("toy_objects", "toy_streets")
+TOY_DATASETS = ("toy_objects", "toy_objects_textured", "toy_streets")
 
 
 @dataclass
