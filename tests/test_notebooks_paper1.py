@@ -1,4 +1,4 @@
-"""Paper 1 notebooks (01-04) in quick mode: assert on the metrics they record.
+"""Paper 1 notebooks (01-04, and the data check of 00) in quick mode: assert on the metrics they record.
 
 The ``quick_run`` fixture (conftest.py) executes every notebook once per session through
 ``wsss run --quick``; these tests read ``<out>/metrics/<notebook>.json`` and check (a) the paper's
@@ -182,3 +182,13 @@ def test_04_checkmask_bookkeeping(quick_run, run, segnets):
     assert m["checkmask_accept_rate"] == pytest.approx(float(np.mean(iou > preset("seg", True)["tau"])), abs=1e-9)
     res = P.evaluate_segnet(ctx, segnets["checkmask"], "test", crf=False)
     assert m["miou_checkmask"] == pytest.approx(res["miou"], abs=TOL)
+
+
+def test_00_textured_variant_takes_texture_energy_away(quick_run):
+    """Notebook 00 draws the same images with and without object-textured clutter: the texture-energy map's
+    best (oracle-threshold) foreground IoU must fall clearly on the variant -- the reason the variant exists --
+    while staying above the all-foreground floor (~0.2) on the plain data, where texture does find objects."""
+    m = quick_run["00_toy_data"]
+    plain, textured = m["lowlevel_fg_iou_plain"], m["lowlevel_fg_iou_textured"]
+    assert 0.3 < plain < 0.8, plain
+    assert textured < plain - 0.05, (plain, textured)

@@ -37,10 +37,12 @@ from .youtube_objects import load_youtube_objects
 
 DATASETS = ("toy_objects", "toy_objects_textured", "toy_streets", "voc", "voc_aug", "cityscapes", "camvid",
             "youtube_objects")
-DEFAULT_SUBDIR = {"toy_objects": "toy/objects", "toy_objects_textured": "toy/objects_textured", "toy_streets": "toy/streets", "voc": "voc", "voc_aug": "voc",
+DEFAULT_SUBDIR = {"toy_objects": "toy/objects", "toy_objects_textured": "toy/objects_textured",
+                  "toy_streets": "toy/streets", "voc": "voc", "voc_aug": "voc",
                   "cityscapes": "cityscapes", "camvid": "camvid", "youtube_objects": "youtube_objects"}
 # a file/folder that marks a folder as the dataset's own root
-_MARKERS = {"toy_objects": ("manifest.json",), "toy_objects_textured": ("manifest.json",), "toy_streets": ("manifest.json",),
+_MARKERS = {"toy_objects": ("manifest.json",), "toy_objects_textured": ("manifest.json",),
+            "toy_streets": ("manifest.json",),
             "voc": ("VOCdevkit", "VOC2012", "JPEGImages"), "voc_aug": ("VOCdevkit", "VOC2012", "JPEGImages"),
             "cityscapes": ("leftImg8bit",), "camvid": ("trainannot", "CamVid"),
             "youtube_objects": tuple(["aeroplane", "bird", "boat", "car", "cat", "cow", "dog", "horse", "motorbike",
