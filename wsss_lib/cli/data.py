@@ -18,7 +18,8 @@ def register(sub) -> None:
         q.add_argument("--seed", type=int, default=None)
         q.set_defaults(func=_toy, kind=name)
     c = dsub.add_parser("check", help="index a dataset root and print its class/sample counts")
-    c.add_argument("dataset", help="toy_objects, toy_streets, voc, voc_aug, cityscapes, camvid, youtube_objects")
+    c.add_argument("dataset", help="toy_objects, toy_objects_textured, toy_streets, voc, voc_aug, cityscapes, "
+                                   "camvid, youtube_objects")
     c.add_argument("--root", default=None)
     c.add_argument("--split", default="train")
     c.set_defaults(func=_check)
