@@ -347,7 +347,7 @@ def checkmask_val_choice(results: dict, sweep=None) -> dict:
 
 CRF_GRID = [{"bilateral_sxy": sxy, "bilateral_srgb": srgb, "bilateral_compat": compat}
             for sxy in (20.0, 45.0, 80.0) for srgb in (4.0, 7.0, 13.0) for compat in (3.0, 6.0, 10.0)]
-STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
+STEPS_GRID = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 76800)
 LR_GRID = (0.001, 0.003)
 CAM_STEPS_GRID = (300, 600, 1200, 2400, 4800)
 CHOOSE_MODES = ("prior", "tags", "full")  # the seg nets whose steps are chosen on VAL (check-mask trains like prior)
