@@ -94,9 +94,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     path = resolve_root(name, root)
     if name in ("toy_objects", "toy_objects_textured"):
         if kwargs or not (path / "manifest.json").is_file():
-            # the textured variant's generator parameters default to its preset (the plain one's are ensure_toy_objects')
-            base = PRESETS[name]["default"] if name == "toy_objects_textured" else {}
-            ensure_toy_objects(path, **{**base, **kwargs})
+            ensure_toy_objects(path, **{**PRESETS[name]["default"], **kwargs})  # generator defaults: the preset
         return load_toy_objects(path, split)
     if name == "toy_streets":
         if kwargs or not (path / "manifest.json").is_file():
